@@ -1,0 +1,245 @@
+"""The ``benchharness`` command group. Plugins add commands through ``register_commands``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from benchharness import __version__
+from benchharness.errors import HarnessError, SuiteError
+from benchharness.host import PluginHost, PluginOptions
+
+EXIT_FAILED_CELLS = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+LIST_KINDS = ("techniques", "models", "datasets", "probes", "plugins")
+
+console = Console()
+errors = Console(stderr=True)
+
+plugin_option = click.option(
+    "--plugin",
+    "plugins",
+    multiple=True,
+    metavar="MODULE_OR_FILE.py",
+    help="Load an extra plugin from an importable module or a .py file (repeatable).",
+)
+
+
+def default_suite() -> Path:
+    """The embedded quick suite, used when ``run`` is given no suite."""
+    return Path(str(resources.files("benchharness.suites") / "quick.toml"))
+
+
+def make_host(plugins: tuple[str, ...]) -> PluginHost:
+    """A plugin host with the extra plugins, reporting plugins that failed to load."""
+    host = PluginHost(PluginOptions(extra=tuple(plugins)))
+    for failure in host.failures:
+        errors.print(f"[yellow]warning:[/] plugin {failure.name!r} failed to load and was skipped: {failure.error}")
+    return host
+
+
+def fail(error: HarnessError) -> None:
+    """Print a harness error and exit with the bad-input code."""
+    errors.print(f"[red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="benchharness")
+def cli() -> None:
+    """Benchmark what pruning, quantization, distillation, mixed precision and
+    data-parallel training do to your models, on your hardware.
+
+    Start with `benchharness run` (the quick suite) or `benchharness validate SUITE`.
+    """
+
+
+@cli.command()
+@click.argument("suite", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="Run only the cells missing from this run directory.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True, help="Where run directories are created.")
+@plugin_option
+def run(suite: Path | None, resume: Path | None, out: Path, plugins: tuple[str, ...]) -> None:
+    """Run every cell of SUITE (default: the bundled quick suite).
+
+    Results go to OUT/<suite>-<timestamp>/results.jsonl, one JSON record per
+    cell, written as each cell ends. Exit code: 0 when every cell is ok or
+    skipped, 1 when any failed or timed out, 2 on bad input, 130 when interrupted.
+    """
+    from benchharness.matrix import expand
+    from benchharness.runner import Runner
+    from benchharness.store import RunDir
+    from benchharness.suite import load_suite, load_suite_text
+
+    try:
+        if resume:
+            if suite:
+                raise HarnessError("give either SUITE or --resume RUN_DIR, not both")
+            run_dir = RunDir.open(resume)
+            info = run_dir.read_info()
+            host = make_host(tuple(info.get("plugin_options", {}).get("extra", ())) + plugins)
+            loaded = load_suite_text(info["suite"]["text"], info["suite"]["source"], host, default_name=info["suite"]["name"])
+        else:
+            host = make_host(plugins)
+            loaded = load_suite(suite or default_suite(), host)
+            run_dir = RunDir.create(out, loaded.name)
+            run_dir.write_info(run_info(loaded, host))
+    except HarnessError as error:
+        fail(error)
+    cells = expand(loaded)
+    finished = run_dir.finished_cell_ids()
+    todo = [cell for cell in cells if cell.id not in finished]
+    errors.print(f"[bold]{loaded.name}[/]: {len(todo)} of {len(cells)} cells to run -> {run_dir.path}")
+    summary = Runner(loaded, host, run_dir, errors).run(todo)
+    counts = ", ".join(f"{count} {status}" for status, count in sorted(summary.counts.items())) or "no cells run"
+    console.print(f"results: {run_dir.results_path} ({counts})")
+    report_path = write_report_if_possible(run_dir)
+    if report_path:
+        console.print(f"report:  {report_path}")
+    if summary.interrupted:
+        errors.print(f"[yellow]interrupted.[/] resume with: benchharness run --resume {run_dir.path}")
+        sys.exit(EXIT_INTERRUPTED)
+    if summary.any_failed:
+        sys.exit(EXIT_FAILED_CELLS)
+
+
+def write_report_if_possible(run_dir: Any) -> Path | None:
+    """Write the run's HTML report when the report package can; a report problem never fails a run."""
+    try:
+        from benchharness.report import write_report
+    except ImportError:
+        return None
+    try:
+        return write_report(run_dir.path)
+    except Exception as error:  # the measurements are safe on disk; say why the report is missing
+        errors.print(f"[yellow]warning:[/] the report could not be written: {type(error).__name__}: {error}")
+        return None
+
+
+def run_info(suite: Any, host: PluginHost) -> dict[str, Any]:
+    """The contents of ``run.json``: the suite as run, the environment, every probe and plugin."""
+    from benchharness.matrix import expand
+    from benchharness.store import environment, now_iso
+
+    return {
+        "suite": {"name": suite.name, "source": suite.source, "sha256": suite.sha256, "text": suite.text},
+        "created_at": now_iso(),
+        "environment": environment(suite.source),
+        "probes": describe_probes(host),
+        "plugins": [{"name": name, "source": source} for name, source in host.plugin_rows()],
+        "plugin_options": {"extra": list(host.options.extra)},
+        "cells": [cell.id for cell in expand(suite)],
+    }
+
+
+def describe_probes(host: PluginHost) -> dict[str, Any]:
+    """Every probe's description, or why it is unavailable."""
+    described = {}
+    for name in host.probes.names():
+        probe = host.probes[name]
+        try:
+            reason = probe.unavailable_reason()
+            facts = probe.describe()
+            facts.setdefault("available", reason is None)
+            if reason:
+                facts.setdefault("reason", reason)
+        except Exception as error:
+            facts = {"available": False, "reason": f"probe failed: {type(error).__name__}: {error}"}
+        described[name] = facts
+    return described
+
+
+@cli.command()
+@click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
+@plugin_option
+def validate(suite: Path, plugins: tuple[str, ...]) -> None:
+    """Check SUITE and print its expanded matrix; writes nothing. Exit code 2 when invalid."""
+    from benchharness.matrix import expand
+    from benchharness.suite import load_suite
+
+    host = make_host(plugins)
+    try:
+        loaded = load_suite(suite, host)
+    except SuiteError as error:
+        fail(error)
+    cells = expand(loaded)
+    reasons = {device: host.probes[device].unavailable_reason() for device in loaded.spec.devices}
+    table = Table(title=f"{loaded.name}: {len(cells)} cells", title_justify="left")
+    for column in ("#", "cell", "steps", "device", "will"):
+        table.add_column(column)
+    for number, cell in enumerate(cells, start=1):
+        will = "[yellow]skip[/] (device unavailable)" if reasons[cell.device] else "run"
+        steps = " -> ".join(step.technique for step in cell.steps)
+        table.add_row(str(number), cell.id, steps, cell.device, will)
+    console.print(table)
+    for device, reason in reasons.items():
+        if reason:
+            console.print(f"[yellow]{device}[/] unavailable: {reason}", highlight=False)
+    console.print(f"[green]valid:[/] {suite}")
+
+
+@cli.command(name="list")
+@click.argument("kind", required=False, type=click.Choice(LIST_KINDS), default=None)
+@plugin_option
+def list_command(kind: str | None, plugins: tuple[str, ...]) -> None:
+    """List registered techniques, models, data sets, probes or plugins (default: all), with where each came from."""
+    host = make_host(plugins)
+    for name in [kind] if kind else LIST_KINDS:
+        console.print(plugin_table(host, name))
+
+
+def plugin_table(host: PluginHost, kind: str) -> Table:
+    """A table of one kind of registered thing."""
+    table = Table(title=kind, title_justify="left")
+    if kind == "plugins":
+        table.add_column("plugin")
+        table.add_column("from")
+        for name, source in host.plugin_rows():
+            table.add_row(name, source)
+        for failure in host.failures:
+            table.add_row(f"[red]{failure.name}[/]", f"[red]failed to load: {failure.error}[/]")
+        return table
+    registry = {"techniques": host.techniques, "models": host.models, "datasets": host.datasets, "probes": host.probes}[kind]
+    for column in ("name", "description", "plugin", "distribution"):
+        table.add_column(column)
+    for name in registry.names():
+        entry = registry.entries[name]
+        shown = f"{name}:<name>" if kind == "models" and entry.item.variants() is not None else name
+        table.add_row(shown, entry.item.DESCRIPTION, entry.plugin, entry.distribution)
+    return table
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@plugin_option
+def probe(as_json: bool, plugins: tuple[str, ...]) -> None:
+    """Describe the hardware through every registered probe."""
+    described = describe_probes(make_host(plugins))
+    if as_json:
+        click.echo(json.dumps(described, indent=2, default=str))
+        return
+    for name, facts in described.items():
+        table = Table(title=f"probe: {name}", title_justify="left", show_header=False)
+        table.add_column("fact")
+        table.add_column("value")
+        for key, value in facts.items():
+            table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
+        console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point: load plugins' commands, then run the CLI."""
+    try:
+        host = PluginHost()
+        host.hooks.register_commands(cli=cli)
+    except HarnessError as error:
+        fail(error)
+    cli()

@@ -1,0 +1,233 @@
+"""The plugin host: built-ins, entry points, ``--plugin`` files and the block list.
+
+Built-in plugins are listed once in :data:`DEFAULT_PLUGINS` and registered
+exactly like third-party ones, which come from the entry-point group
+``benchharness`` or from ``--plugin MODULE_OR_FILE.py``. Names listed in the
+``BENCHHARNESS_DISABLE_PLUGINS`` environment variable (comma separated) are
+not registered. A plugin that fails to import is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import os
+import sys
+import warnings
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Generic, TypeVar
+
+import pluggy
+
+from benchharness import hookspecs
+from benchharness.api import Dataset, ModelFamily, Probe, Technique
+from benchharness.errors import PluginError
+
+DEFAULT_PLUGINS = (
+    "benchharness.plugins.baseline",
+    "benchharness.plugins.models",
+    "benchharness.plugins.datasets",
+    "benchharness.plugins.cpu_probe",
+    "benchharness.plugins.cuda_probe",
+)
+ENTRY_POINT_GROUP = "benchharness"
+DISABLE_ENV = "BENCHHARNESS_DISABLE_PLUGINS"
+BUILTIN = "benchharness (built-in)"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PluginOptions:
+    """Which plugins to load; picklable so that workers load the same set."""
+
+    extra: tuple[str, ...] = ()
+    entry_points: bool = True
+    disabled: tuple[str, ...] | None = None
+
+    def blocked(self) -> set[str]:
+        """Plugin names not to register: ``disabled`` or, when None, the environment's block list."""
+        names = self.disabled
+        if names is None:
+            names = tuple(os.environ.get(DISABLE_ENV, "").split(","))
+        return {name.strip() for name in names if name.strip()}
+
+
+@dataclass
+class Registered(Generic[T]):
+    """Something a plugin registered, with where it came from."""
+
+    item: T
+    plugin: str
+    distribution: str
+
+
+@dataclass
+class Registry(Generic[T]):
+    """Named things of one kind (techniques, models, ...) registered by plugins."""
+
+    kind: str
+    base: type
+    entries: dict[str, Registered[T]] = field(default_factory=dict)
+
+    def add(self, item: Any, plugin: str, distribution: str) -> None:
+        """Add ``item`` (an instance, or a class that is instantiated) registered by ``plugin``."""
+        if isinstance(item, type):
+            item = item()
+        if not isinstance(item, self.base):
+            raise PluginError(f"plugin {plugin!r} registered {item!r} as a {self.kind}, but it is not a {self.base.__name__}")
+        name = getattr(item, "NAME", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {plugin!r} registered a {self.kind} without a NAME")
+        if name in self.entries:
+            first = self.entries[name].plugin
+            warnings.warn(f"{self.kind} {name!r} from plugin {plugin!r} ignored: plugin {first!r} registered it first", stacklevel=2)
+            return
+        self.entries[name] = Registered(item, plugin, distribution)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def __getitem__(self, name: str) -> T:
+        return self.entries[name].item
+
+    def names(self) -> list[str]:
+        """Registered names, sorted."""
+        return sorted(self.entries)
+
+    def suggest(self, name: str) -> str:
+        """A hint naming the closest registered name, or listing the registered ones."""
+        close = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.5)
+        if close:
+            return f"did you mean {close[0]!r}?"
+        return f"registered {self.kind}s: {', '.join(self.names()) or 'none'}"
+
+
+@dataclass
+class PluginFailure:
+    """A plugin that could not be loaded, and why."""
+
+    name: str
+    error: str
+
+
+def _import_plugin(spec: str) -> ModuleType:
+    """Import a plugin given as a module name or as a path to a ``.py`` file."""
+    if spec.endswith(".py") or os.sep in spec:
+        path = Path(spec).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"no such plugin file: {spec}")
+        module_name = f"benchharness_plugin_{path.stem}"
+        module_spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_name] = module
+        module_spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(spec)
+
+
+class HookCaller:
+    """Typed wrapper that calls every hook with keyword arguments."""
+
+    def __init__(self, pm: pluggy.PluginManager):
+        self._pm = pm
+
+    def register_commands(self, cli: Any) -> None:
+        """Let plugins add commands to ``cli``."""
+        self._pm.hook.register_commands(cli=cli)
+
+    def register_report_sections(self, register: Any) -> None:
+        """Let plugins add report sections."""
+        self._pm.hook.register_report_sections(register=register)
+
+    def before_cell(self, cell: Any, context: dict[str, Any]) -> None:
+        """Tell plugins a cell is about to run."""
+        self._pm.hook.before_cell(cell=cell, context=context)
+
+    def after_cell(self, cell: Any, record: dict[str, Any]) -> None:
+        """Tell plugins a cell's record was written."""
+        self._pm.hook.after_cell(cell=cell, record=record)
+
+
+class PluginHost:
+    """Loads plugins into a pluggy PluginManager and collects what they register."""
+
+    def __init__(self, options: PluginOptions | None = None):
+        self.options = options or PluginOptions()
+        self.pm = pluggy.PluginManager("benchharness")
+        self.pm.add_hookspecs(hookspecs)
+        self.failures: list[PluginFailure] = []
+        self.sources: dict[str, str] = {}
+        blocked = self.options.blocked()
+        for name in DEFAULT_PLUGINS:
+            self._load(name, lambda name=name: importlib.import_module(name), BUILTIN, blocked)
+        if self.options.entry_points:
+            for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+                dist = entry_point.dist.name if entry_point.dist else "unknown"
+                self._load(entry_point.name, entry_point.load, dist, blocked)
+        for spec in self.options.extra:
+            self._load(spec, lambda spec=spec: _import_plugin(spec), f"--plugin {spec}", blocked)
+        self.hooks = HookCaller(self.pm)
+        self._collect_all()
+
+    def register(self, plugin: Any, name: str | None = None) -> None:
+        """Register a plugin object inline (tests, notebooks) and collect what it registers."""
+        name = self.pm.register(plugin, name=name)
+        self.sources[name] = "registered inline"
+        self._collect_all()
+
+    def unregister(self, plugin: Any) -> None:
+        """Remove an inline-registered plugin and what it registered."""
+        name = self.pm.get_name(plugin)
+        self.pm.unregister(plugin)
+        self.sources.pop(name, None)
+        self._collect_all()
+
+    def _collect_all(self) -> None:
+        self.pm.check_pending()
+        self.techniques: Registry[Technique] = self._collect("technique", Technique, "register_techniques")
+        self.models: Registry[ModelFamily] = self._collect("model", ModelFamily, "register_models")
+        self.datasets: Registry[Dataset] = self._collect("data set", Dataset, "register_datasets")
+        self.probes: Registry[Probe] = self._collect("probe", Probe, "register_probes")
+
+    def _load(self, name: str, load: Any, source: str, blocked: set[str]) -> None:
+        if name in blocked:
+            return
+        try:
+            plugin = load()
+        except Exception as error:  # a broken third-party plugin must not stop the run
+            self.failures.append(PluginFailure(name, f"{type(error).__name__}: {error}"))
+            return
+        if self.pm.is_registered(plugin):
+            return
+        self.pm.register(plugin, name=name)
+        self.sources[name] = source
+
+    def _collect(self, kind: str, base: type, hook_name: str) -> Registry:
+        registry: Registry = Registry(kind, base)
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            plugin_name = impl.plugin_name
+            source = self.sources.get(plugin_name, "unknown")
+
+            def register(item: Any, plugin_name: str = plugin_name, source: str = source) -> None:
+                registry.add(item, plugin_name, source)
+
+            try:
+                impl.function(**({"register": register} if "register" in impl.argnames else {}))
+            except PluginError:
+                raise
+            except Exception as error:
+                raise PluginError(f"plugin {plugin_name!r} failed in {hook_name}: {type(error).__name__}: {error}") from error
+        return registry
+
+    def devices(self) -> dict[str, Probe]:
+        """Probes that are devices, by device name."""
+        return {name: probe for name, probe in ((n, self.probes[n]) for n in self.probes.names()) if probe.DEVICE}
+
+    def plugin_rows(self) -> list[tuple[str, str]]:
+        """(plugin name, where it came from) for every registered plugin."""
+        return [(name, self.sources.get(name, "registered inline")) for name, _ in self.pm.list_name_plugin() if name]

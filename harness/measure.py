@@ -1,0 +1,101 @@
+"""Measurements taken identically for every cell: latency, throughput, size, parameters, FLOPs, memory."""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchharness.suite import MeasureSettings
+
+
+def bootstrap_median_ci(samples: list[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """A percentile-bootstrap confidence interval of the median of ``samples``."""
+    values = np.asarray(samples, dtype=float)
+    if values.size == 0:
+        return (math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(values, size=(resamples, values.size), replace=True), axis=1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = np.percentile(medians, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
+def summarise_latency(samples_ms: list[float], batch_size: int) -> dict[str, Any]:
+    """p50/p90/p99/mean/std of latency samples, the median's 95% CI, and throughput."""
+    values = np.asarray(samples_ms, dtype=float)
+    low, high = bootstrap_median_ci(samples_ms)
+    total_s = float(values.sum()) / 1000.0
+    return {
+        "batch_size": batch_size,
+        "latency_p50_ms": float(np.percentile(values, 50)),
+        "latency_p90_ms": float(np.percentile(values, 90)),
+        "latency_p99_ms": float(np.percentile(values, 99)),
+        "latency_mean_ms": float(values.mean()),
+        "latency_std_ms": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+        "latency_p50_ci95_low_ms": low,
+        "latency_p50_ci95_high_ms": high,
+        "throughput_sps": batch_size * values.size / total_s if total_s > 0 else math.nan,
+        "iterations": int(values.size),
+        "samples_ms": [float(v) for v in values],
+    }
+
+
+def example_batch(inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """A batch of real samples of the given size (repeating the available ones when too few)."""
+    repeats = -(-batch_size // inputs.shape[0])
+    return inputs.repeat(repeats, *([1] * (inputs.dim() - 1)))[:batch_size].contiguous()
+
+
+@torch.inference_mode()
+def time_inference(model: nn.Module, batch: torch.Tensor, settings: MeasureSettings, synchronize: Callable[[], None]) -> list[float]:
+    """Latency samples in ms: warmup, then timed iterations until both minimum count and time are reached."""
+    model.eval()
+    for _ in range(settings.warmup):
+        model(batch)
+    synchronize()
+    samples: list[float] = []
+    spent = 0.0
+    while len(samples) < settings.max_iterations and (len(samples) < settings.min_iterations or spent < settings.min_seconds):
+        started = time.perf_counter()
+        model(batch)
+        synchronize()
+        elapsed = time.perf_counter() - started
+        spent += elapsed
+        samples.append(elapsed * 1000.0)
+    return samples
+
+
+def serialized_size_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())``: the size a user ships."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(parameters, non-zero parameters) over the model's parameters."""
+    total = nonzero = 0
+    for parameter in model.parameters():
+        total += parameter.numel()
+        nonzero += int(torch.count_nonzero(parameter.detach()).item())
+    return total, nonzero
+
+
+@torch.inference_mode()
+def count_flops(model: nn.Module, sample: torch.Tensor) -> int | None:
+    """FLOPs of one forward pass of one sample (torch.utils.flop_counter), or None when it cannot count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    try:
+        with counter:
+            model(sample[:1])
+    except Exception:
+        return None
+    return int(counter.get_total_flops())

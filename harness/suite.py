@@ -1,0 +1,343 @@
+"""Suites: TOML files parsed into pydantic models, validated against the registered plugins.
+
+Loading happens in two phases. The structure (sections, keys, types and
+ranges) is checked by the pydantic models below, which forbid unknown keys.
+Then every name is looked up among the registered plugins and every step's
+parameters are validated by its technique's ``Config``. All problems are
+collected and raised together as one :class:`SuiteError` that names the file,
+the key path, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import tomllib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from benchharness.errors import SuiteError, SuiteProblem
+
+if TYPE_CHECKING:
+    from benchharness.host import PluginHost
+
+
+class Section(BaseModel):
+    """Base of every suite section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParametrisedSection(Section):
+    """A section whose keys other than its own fields are parameters for a plugin."""
+
+    params: dict[str, Any] = Field(default_factory=dict, description="Parameters handed to the plugin.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_params(cls, values: Any) -> Any:
+        if not isinstance(values, dict) or "params" in values:
+            return values
+        own = {key: value for key, value in values.items() if key in cls.model_fields}
+        own["params"] = {key: value for key, value in values.items() if key not in cls.model_fields}
+        return own
+
+
+class DataSection(ParametrisedSection):
+    """``[data]``: the data set and its parameters (e.g. ``dir``, ``download``)."""
+
+    name: str = Field(description="Registered data set name, e.g. 'digits', 'cifar10' or 'synthetic'.")
+
+
+class TechniqueEntry(ParametrisedSection):
+    """One ``[[techniques]]`` entry: a pipeline of steps, each step's parameters under its name."""
+
+    name: str | None = Field(None, description="Label of the pipeline in results; defaults to the steps joined by '+'.")
+    steps: list[str] = Field(min_length=1, description="Technique names applied in order, e.g. ['distill', 'prune'].")
+
+    @property
+    def label(self) -> str:
+        """The pipeline's name in cell ids and reports."""
+        return self.name or "+".join(self.steps)
+
+
+class TrainBudget(Section):
+    """``[train]``: the training budget shared by every technique that trains."""
+
+    epochs: int = Field(10, ge=0, le=100_000, description="Passes over the training split.")
+    batch_size: int = Field(128, ge=1, le=1_000_000, description="Samples per optimizer step.")
+    optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="Optimizer.")
+    lr: float = Field(0.05, gt=0, le=100, description="Peak learning rate.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov when > 0).")
+    weight_decay: float = Field(5e-4, ge=0, le=1, description="L2 weight decay.")
+    schedule: Literal["constant", "cosine", "onecycle"] = Field("onecycle", description="Learning-rate schedule, stepped every batch.")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy loss.")
+
+
+class MeasureSettings(Section):
+    """``[measure]``: how inference latency is timed."""
+
+    batch_sizes: list[int] = Field([1, 32], min_length=1, description="Batch sizes timed for every cell.")
+    warmup: int = Field(10, ge=0, le=100_000, description="Untimed iterations before timing starts.")
+    min_iterations: int = Field(30, ge=1, le=1_000_000, description="Timing goes on until at least this many samples...")
+    min_seconds: float = Field(1.0, ge=0, le=3600, description="...and at least this many seconds of samples.")
+    max_iterations: int = Field(10_000, ge=1, le=10_000_000, description="Upper bound of timed samples per batch size.")
+    threads: int | None = Field(None, ge=1, le=4096, description="torch intra-op threads; default: the physical cores.")
+    eval_batch_size: int = Field(512, ge=1, description="Batch size used to compute accuracy.")
+
+    @model_validator(mode="after")
+    def _positive_batch_sizes(self) -> "MeasureSettings":
+        if any(size < 1 for size in self.batch_sizes):
+            raise ValueError("every batch size must be >= 1")
+        return self
+
+
+class RunSettings(Section):
+    """``[run]``: how cells are executed."""
+
+    cell_timeout_s: float = Field(1800.0, gt=0, description="A cell running longer is killed and recorded as 'timeout'.")
+
+
+class MatchRule(Section):
+    """An ``[[include]]`` or ``[[exclude]]`` rule; each given key is a glob pattern."""
+
+    model: str | None = None
+    technique: str | None = None
+    device: str | None = None
+
+    def matches(self, model: str, technique: str, device: str) -> bool:
+        """Whether every given pattern matches the cell."""
+        from fnmatch import fnmatchcase
+
+        pairs = ((self.model, model), (self.technique, technique), (self.device, device))
+        return all(pattern is None or fnmatchcase(value, pattern) for pattern, value in pairs)
+
+
+class SuiteSpec(Section):
+    """A whole suite, as written in its TOML file."""
+
+    name: str | None = Field(None, description="Name of the suite; defaults to the file's stem.")
+    description: str = Field("", description="Free text shown in reports.")
+    seed: int = Field(0, ge=0, description="Seed of repeat 0; repeat r uses seed + r.")
+    repeats: int = Field(1, ge=1, le=1000, description="How many times each cell runs.")
+    models: list[str] = Field(min_length=1, description="Model names, e.g. 'small_cnn' or 'torchvision:resnet50'.")
+    devices: list[str] = Field(["cpu"], min_length=1, description="Device names, e.g. 'cpu', 'cuda'.")
+    data: DataSection
+    techniques: list[TechniqueEntry] = Field(default_factory=lambda: [TechniqueEntry(steps=["baseline"])], min_length=1)
+    train: TrainBudget = Field(default_factory=TrainBudget)
+    measure: MeasureSettings = Field(default_factory=MeasureSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
+    include: list[MatchRule] = Field(default_factory=list, description="When given, only cells matching a rule run.")
+    exclude: list[MatchRule] = Field(default_factory=list, description="Cells matching any rule are dropped.")
+
+
+class Suite(BaseModel):
+    """A validated suite: its spec, where it came from, and each step's validated parameters."""
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: SuiteSpec
+    name: str
+    source: str
+    text: str
+    sha256: str
+    step_configs: list[dict[str, dict[str, Any]]] = Field(description="Per technique entry, per step, the validated config.")
+    data_config: dict[str, Any]
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the section found by following ``loc`` from ``model``."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if isinstance(current, type) and issubclass(current, BaseModel) else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        current = args[0] if args and isinstance(args[0], type) else annotation
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [name for name in current.model_fields if name != "params"]
+    return []
+
+
+def _found(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def problems_from_validation(error: ValidationError, model: type[BaseModel], prefix: tuple[Any, ...] = ()) -> list[SuiteProblem]:
+    """Turn a pydantic ValidationError into suite problems with key paths and hints."""
+    problems = []
+    for item in error.errors():
+        loc = tuple(part for part in item["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+        path = _path(prefix + loc)
+        if item["type"] == "extra_forbidden":
+            known = _known_keys(model, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}?" if close else (f"valid keys: {', '.join(known)}" if known else None)
+            problems.append(SuiteProblem(path, "unknown key", hint))
+        elif item["type"] == "missing":
+            problems.append(SuiteProblem(path, "required key is missing", "add it"))
+        else:
+            message = item["msg"].replace("Value error, ", "")
+            problems.append(SuiteProblem(path, f"expected: {message[0].lower() + message[1:]}; found {_found(item.get('input'))}"))
+    return problems
+
+
+_LINE = re.compile(r"line (\d+)")
+
+
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """Parse TOML text, turning a syntax error into a SuiteError with its line."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        match = _LINE.search(str(error))
+        line = int(match.group(1)) if match else None
+        raise SuiteError(source, [SuiteProblem("", f"TOML syntax error: {error}", "fix the TOML syntax", line)]) from None
+
+
+def load_suite(path: str | Path, host: "PluginHost", overrides: dict[str, Any] | None = None) -> Suite:
+    """Read, parse and validate the suite at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise SuiteError(str(path), [SuiteProblem("", f"cannot read the file: {error.strerror or error}", "check the path")]) from None
+    return load_suite_text(text, str(path), host, default_name=path.stem)
+
+
+def load_suite_text(text: str, source: str, host: "PluginHost", default_name: str = "suite") -> Suite:
+    """Parse and validate suite ``text``; ``source`` names it in errors."""
+    raw = parse_toml(text, source)
+    try:
+        spec = SuiteSpec.model_validate(raw)
+    except ValidationError as error:
+        raise SuiteError(source, problems_from_validation(error, SuiteSpec)) from None
+    problems: list[SuiteProblem] = []
+    data_config = _check_data(spec, host, problems)
+    step_configs = [_check_technique(index, entry, spec, host, problems) for index, entry in enumerate(spec.techniques)]
+    _check_models(spec, host, problems)
+    _check_devices(spec, host, problems)
+    _check_unique(spec, problems)
+    suite = Suite(
+        spec=spec,
+        name=spec.name or default_name,
+        source=source,
+        text=text,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        step_configs=step_configs,
+        data_config=data_config,
+    )
+    if not problems:
+        from benchharness.matrix import expand
+
+        if not expand(suite):
+            problems.append(SuiteProblem("include/exclude", "the matrix is empty after include and exclude rules", "loosen the rules"))
+    if problems:
+        raise SuiteError(source, problems)
+    return suite
+
+
+def _validate_params(config_type: type[BaseModel], params: dict[str, Any], prefix: tuple[Any, ...], problems: list[SuiteProblem]) -> dict[str, Any]:
+    try:
+        return config_type.model_validate(params).model_dump(mode="json")
+    except ValidationError as error:
+        problems.extend(problems_from_validation(error, config_type, prefix))
+        return {}
+
+
+def _check_data(spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProblem]) -> dict[str, Any]:
+    if spec.data.name not in host.datasets:
+        problems.append(SuiteProblem("data.name", f"unknown data set {spec.data.name!r}", host.datasets.suggest(spec.data.name)))
+        return {}
+    dataset = host.datasets[spec.data.name]
+    config = _validate_params(dataset.Config, spec.data.params, ("data",), problems)
+    if config:
+        problem = dataset.problem(dataset.Config.model_validate(config))
+        if problem:
+            problems.append(SuiteProblem("data", problem))
+    return config
+
+
+def _check_technique(index: int, entry: TechniqueEntry, spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProblem]) -> dict[str, dict[str, Any]]:
+    where = f"techniques[{index}]"
+    configs: dict[str, dict[str, Any]] = {}
+    for key in entry.params:
+        if key not in entry.steps:
+            hint = difflib.get_close_matches(key, entry.steps + ["name", "steps"], n=1, cutoff=0.5)
+            problems.append(SuiteProblem(f"{where}.{key}", "unknown key: not 'name', 'steps' or one of the steps", f"did you mean {hint[0]!r}?" if hint else f"the steps are {entry.steps}"))
+    for position, step in enumerate(entry.steps):
+        if step not in host.techniques:
+            problems.append(SuiteProblem(f"{where}.steps[{position}]", f"unknown technique {step!r}", host.techniques.suggest(step)))
+            continue
+        technique = host.techniques[step]
+        params = entry.params.get(step, {})
+        if not isinstance(params, dict):
+            problems.append(SuiteProblem(f"{where}.{step}", f"expected a table of parameters; found {_found(params)}"))
+            continue
+        before = len(problems)
+        configs[step] = _validate_params(technique.Config, params, (where, step), problems)
+        if len(problems) == before:
+            problem = technique.check_suite(technique.Config.model_validate(configs[step]), spec)
+            if problem:
+                problems.append(SuiteProblem(f"{where}.{step}", problem))
+    return configs
+
+
+def split_model_name(name: str) -> tuple[str, str | None]:
+    """Split ``family:variant`` into its parts (variant None when absent)."""
+    family, _, variant = name.partition(":")
+    return family, variant or None
+
+
+def _check_models(spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProblem]) -> None:
+    for index, name in enumerate(spec.models):
+        where = f"models[{index}]"
+        family_name, variant = split_model_name(name)
+        if family_name not in host.models:
+            problems.append(SuiteProblem(where, f"unknown model {name!r}", host.models.suggest(family_name)))
+            continue
+        variants = host.models[family_name].variants()
+        if variants is None and variant is not None:
+            problems.append(SuiteProblem(where, f"model {family_name!r} takes no variant; found {name!r}", f"write {family_name!r}"))
+        elif variants is not None and variant is None:
+            problems.append(SuiteProblem(where, f"model family {family_name!r} needs a variant", f"write e.g. '{family_name}:{variants[0]}'"))
+        elif variants is not None and variant not in variants:
+            close = difflib.get_close_matches(variant, variants, n=1, cutoff=0.5)
+            hint = f"did you mean '{family_name}:{close[0]}'?" if close else f"see `benchharness list models`"
+            problems.append(SuiteProblem(where, f"unknown {family_name} model {variant!r}", hint))
+
+
+def _check_devices(spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProblem]) -> None:
+    devices = host.devices()
+    for index, name in enumerate(spec.devices):
+        if name not in devices:
+            close = difflib.get_close_matches(name, list(devices), n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}?" if close else f"registered devices: {', '.join(devices)}"
+            problems.append(SuiteProblem(f"devices[{index}]", f"unknown device {name!r}", hint))
+
+
+def _check_unique(spec: SuiteSpec, problems: list[SuiteProblem]) -> None:
+    for key, values in (("models", spec.models), ("devices", spec.devices), ("techniques", [t.label for t in spec.techniques])):
+        seen: set[str] = set()
+        for index, value in enumerate(values):
+            if value in seen:
+                hint = "give each pipeline a distinct 'name'" if key == "techniques" else "remove the duplicate"
+                problems.append(SuiteProblem(f"{key}[{index}]", f"duplicate {key[:-1]} {value!r}: cell names would collide", hint))
+            seen.add(value)

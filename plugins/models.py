@@ -1,0 +1,141 @@
+"""Built-in models: a small CNN, an MLP, CIFAR-style ResNet-18 and MobileNetV2, and any torchvision classifier."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from benchharness import ModelFamily, hookimpl
+
+
+def _torch_nn():
+    from torch import nn
+
+    return nn
+
+
+class SmallCNN(ModelFamily):
+    """Three conv blocks and a linear head; works for 8x8 and 32x32 inputs alike."""
+
+    NAME = "small_cnn"
+    DESCRIPTION = "3-block CNN (32-64-128 channels) for 8x8 or 32x32 inputs"
+
+    def build(self, num_classes, input_shape, variant=None):
+        nn = _torch_nn()
+        channels = input_shape[0]
+
+        def block(c_in, c_out):
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+        return nn.Sequential(
+            *block(channels, 32),
+            *block(32, 64),
+            nn.MaxPool2d(2),
+            *block(64, 128),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(128, num_classes),
+        )
+
+
+class MLP(ModelFamily):
+    """A two-hidden-layer perceptron on flattened inputs."""
+
+    NAME = "mlp"
+    DESCRIPTION = "flatten -> 256 -> 128 -> classes, ReLU"
+
+    def build(self, num_classes, input_shape, variant=None):
+        nn = _torch_nn()
+        features = 1
+        for size in input_shape:
+            features *= size
+        return nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(features, 256),
+            nn.ReLU(inplace=True),
+            nn.Linear(256, 128),
+            nn.ReLU(inplace=True),
+            nn.Linear(128, num_classes),
+        )
+
+
+class ResNet18Cifar(ModelFamily):
+    """torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool, as usual for 32x32 inputs."""
+
+    NAME = "resnet18_cifar"
+    DESCRIPTION = "torchvision ResNet-18 adapted to 32x32 inputs (3x3 stem, no max-pool)"
+
+    def build(self, num_classes, input_shape, variant=None):
+        nn = _torch_nn()
+        from torchvision.models import resnet18
+
+        model = resnet18(weights=None, num_classes=num_classes)
+        model.conv1 = nn.Conv2d(input_shape[0], 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+        return model
+
+
+class MobileNetV2Cifar(ModelFamily):
+    """torchvision's MobileNetV2 with a stride-1 stem and second stage, as usual for 32x32 inputs."""
+
+    NAME = "mobilenetv2_cifar"
+    DESCRIPTION = "torchvision MobileNetV2 adapted to 32x32 inputs (stride-1 stem and first downsampling block)"
+
+    def build(self, num_classes, input_shape, variant=None):
+        nn = _torch_nn()
+        from torchvision.models import mobilenet_v2
+
+        model = mobilenet_v2(weights=None, num_classes=num_classes)
+        model.features[0][0] = nn.Conv2d(input_shape[0], 32, kernel_size=3, stride=1, padding=1, bias=False)
+        model.features[2].conv[1][0].stride = (1, 1)
+        return model
+
+
+@lru_cache(maxsize=1)
+def _torchvision_classifiers() -> tuple[str, ...]:
+    import torchvision
+
+    return tuple(torchvision.models.list_models(module=torchvision.models))
+
+
+class TorchvisionClassifier(ModelFamily):
+    """Any torchvision classification model by name, with random weights (nothing is downloaded)."""
+
+    NAME = "torchvision"
+    DESCRIPTION = "torchvision:<name>, e.g. torchvision:resnet50 (random weights; inputs with other than 3 channels are repeated to 3)"
+
+    def variants(self):
+        return list(_torchvision_classifiers())
+
+    def build(self, num_classes, input_shape, variant=None):
+        import torchvision
+
+        model = torchvision.models.get_model(variant, weights=None, num_classes=num_classes)
+        if input_shape[0] != 3:
+            nn = _torch_nn()
+            return nn.Sequential(_channel_repeat_class()(3), model)
+        return model
+
+
+@lru_cache(maxsize=1)
+def _channel_repeat_class():
+    nn = _torch_nn()
+
+    class ChannelRepeat(nn.Module):
+        """Repeats (or truncates) the channel dimension to ``channels``, so 1-channel data feeds RGB models."""
+
+        def __init__(self, channels: int):
+            super().__init__()
+            self.channels = channels
+
+        def forward(self, x):
+            repeats = -(-self.channels // x.shape[1])
+            return x.repeat(1, repeats, 1, 1)[:, : self.channels]
+
+    return ChannelRepeat
+
+
+@hookimpl
+def register_models(register):
+    """Register the built-in model families."""
+    for family in (SmallCNN, MLP, ResNet18Cifar, MobileNetV2Cifar, TorchvisionClassifier):
+        register(family())
