@@ -209,7 +209,7 @@ class PluginHost:
 
     def _collect(self, kind: str, base: type, hook_name: str) -> Registry:
         registry: Registry = Registry(kind, base)
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             plugin_name = impl.plugin_name
             source = self.sources.get(plugin_name, "unknown")
 

@@ -52,6 +52,14 @@ def log_tail(path: Any, lines: int = LOG_TAIL_LINES) -> str:
         return ""
 
 
+def _receive(receiver: Any) -> dict[str, Any] | None:
+    """The worker's result if it sent one before its end of the pipe closed, else None."""
+    try:
+        return receiver.recv() if receiver.poll(0) else None
+    except (EOFError, OSError):
+        return None
+
+
 def _signal_name(exitcode: int) -> str:
     try:
         return signal.Signals(-exitcode).name
@@ -129,18 +137,14 @@ class Runner:
         sender.close()
         try:
             while True:
-                if receiver.poll(0.1):
-                    try:
-                        result = receiver.recv()
-                    except EOFError:
-                        result = None
+                if receiver.poll(0.1) or not process.is_alive():
+                    result = _receive(receiver)
                     process.join(10)
                     if process.is_alive():
                         process.kill()
+                        process.join()
                     if result is not None:
                         return result
-                if not process.is_alive() and not receiver.poll(0):
-                    process.join()
                     code = process.exitcode
                     how = f"killed by {_signal_name(code)}" if code is not None and code < 0 else f"exited with code {code}"
                     return {"status": "failed", "error_type": "crash", "error_message": f"worker {how} before reporting", "traceback": log_tail(log_path)}

@@ -1,0 +1,213 @@
+"""The runner: every cell isolated in a worker, every outcome recorded, resume runs only what is missing."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from benchharness.cli import cli
+from benchharness.store import RunDir
+from tests.conftest import TEST_PLUGINS
+
+FAULTY = str(TEST_PLUGINS / "faulty.py")
+OBSERVER = str(TEST_PLUGINS / "observer.py")
+
+MIXED_SUITE = """
+name = "mixed"
+models = ["mlp"]
+devices = ["cpu", "cuda"]
+
+[data]
+name = "digits"
+
+[[techniques]]
+steps = ["baseline"]
+
+[[techniques]]
+steps = ["explode"]
+
+[[techniques]]
+steps = ["abort"]
+
+[[techniques]]
+steps = ["hang"]
+
+[[techniques]]
+steps = ["refuse"]
+
+[[techniques]]
+steps = ["identity"]
+
+[train]
+epochs = 2
+batch_size = 128
+optimizer = "adam"
+lr = 0.01
+
+[measure]
+batch_sizes = [1, 4]
+warmup = 1
+min_iterations = 3
+min_seconds = 0.0
+threads = 1
+
+[run]
+cell_timeout_s = 6
+
+[[exclude]]
+technique = "[abhi]*"
+device = "cuda"
+"""
+
+
+def records_by_id(run_dir: RunDir) -> dict[str, dict]:
+    """The run's records keyed by cell id."""
+    return {record["cell"]["id"]: record for record in run_dir.records()}
+
+
+@pytest.fixture(scope="module")
+def mixed_run(tmp_path_factory):
+    """One real run of a suite whose cells succeed, raise, abort, hang and refuse."""
+    root = tmp_path_factory.mktemp("mixed")
+    suite = root / "mixed.toml"
+    suite.write_text(MIXED_SUITE)
+    log = root / "events.jsonl"
+    os.environ["BENCHHARNESS_TEST_OBSERVER_LOG"] = str(log)
+    try:
+        result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(root / "runs"), "--plugin", FAULTY, "--plugin", OBSERVER])
+    finally:
+        del os.environ["BENCHHARNESS_TEST_OBSERVER_LOG"]
+    (run_path,) = (root / "runs").iterdir()
+    return result, RunDir(run_path), log
+
+
+def test_every_cell_has_a_record_and_failures_do_not_stop_the_run(mixed_run):
+    """Each cell is recorded with the status and error type its outcome deserves; exit code 1."""
+    result, run_dir, _ = mixed_run
+    records = records_by_id(run_dir)
+    assert result.exit_code == 1, result.output
+    assert set(records) == {
+        "mlp/baseline/cpu/r0", "mlp/explode/cpu/r0", "mlp/abort/cpu/r0", "mlp/hang/cpu/r0",
+        "mlp/refuse/cpu/r0", "mlp/identity/cpu/r0", "mlp/refuse/cuda/r0", "mlp/explode/cuda/r0",
+    }
+    outcome = {cell: (r["status"], r["error_type"]) for cell, r in records.items()}
+    assert outcome["mlp/baseline/cpu/r0"] == ("ok", None)
+    assert outcome["mlp/explode/cpu/r0"] == ("failed", "exception")
+    assert outcome["mlp/abort/cpu/r0"] == ("failed", "crash")
+    assert outcome["mlp/hang/cpu/r0"] == ("timeout", "timeout")
+    assert outcome["mlp/refuse/cpu/r0"] == ("skipped", "unsupported")
+    assert outcome["mlp/identity/cpu/r0"] == ("ok", None)
+    assert "boom from the explode technique" in records["mlp/explode/cpu/r0"]["error_message"]
+    assert "boom from the explode technique" in records["mlp/explode/cpu/r0"]["traceback"]
+    assert "SIGABRT" in records["mlp/abort/cpu/r0"]["error_message"]
+    assert "about to abort" in records["mlp/abort/cpu/r0"]["traceback"]
+    assert "cell_timeout_s = 6" in records["mlp/hang/cpu/r0"]["error_message"]
+    assert "refuses to run on cpu" in records["mlp/refuse/cpu/r0"]["error_message"]
+
+
+def test_cuda_cells_are_skipped_without_a_gpu(mixed_run):
+    """Without a GPU a cuda cell is skipped with the probe's reason, never crashed."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    record = records_by_id(mixed_run[1])["mlp/explode/cuda/r0"]
+    assert (record["status"], record["error_type"]) == ("skipped", "unsupported")
+    assert "device 'cuda' unavailable" in record["error_message"]
+
+
+def test_ok_record_holds_every_measurement(mixed_run):
+    """An ok record carries accuracy, size, params, FLOPs, memory, training time and latency per batch size."""
+    record = records_by_id(mixed_run[1])["mlp/baseline/cpu/r0"]
+    metrics = record["metrics"]
+    assert metrics["accuracy_top1"] > 0.8
+    assert metrics["params"] == metrics["params_nonzero"] > 0
+    assert metrics["size_bytes"] > metrics["params"] * 4
+    assert metrics["flops"] > 0
+    assert metrics["peak_mem_bytes"] > 0
+    assert metrics["train_s"] > 0
+    assert record["threads"] == 1
+    assert [entry["batch_size"] for entry in record["latency"]] == [1, 4]
+    for entry in record["latency"]:
+        assert len(entry["samples_ms"]) == entry["iterations"] >= 3
+        assert entry["latency_p50_ci95_low_ms"] <= entry["latency_p50_ms"] <= entry["latency_p50_ci95_high_ms"]
+        assert entry["throughput_sps"] > 0
+
+
+def test_pipeline_without_training_step_is_trained_first(mixed_run):
+    """A pipeline whose first step does not train gets a 'train' step, measured like every step."""
+    record = records_by_id(mixed_run[1])["mlp/identity/cpu/r0"]
+    assert [step["step"] for step in record["steps"]] == ["train", "identity"]
+    assert record["steps"][0]["metrics"]["accuracy_top1"] == record["metrics"]["accuracy_top1"]
+    assert "samples_ms" not in record["steps"][0]["latency"][0]
+
+
+def test_cells_run_in_other_processes(mixed_run):
+    """A technique runs in a worker process, not in the runner."""
+    record = records_by_id(mixed_run[1])["mlp/identity/cpu/r0"]
+    assert record["notes"]["identity_saw_pid"] != os.getpid()
+
+
+def test_run_json_describes_the_run(mixed_run):
+    """run.json holds the suite as run, its hash, the environment and every probe."""
+    info = mixed_run[1].read_info()
+    assert info["suite"]["text"] == MIXED_SUITE
+    assert len(info["suite"]["sha256"]) == 64
+    assert info["environment"]["torch"]
+    assert info["environment"]["python"].count(".") == 2
+    assert "isa" in info["probes"]["cpu"]
+    assert "available" in info["probes"]["cuda"]
+    assert info["plugin_options"]["extra"] == [FAULTY, OBSERVER]
+    assert len(info["cells"]) == 8
+
+
+def test_hooks_observe_every_cell(mixed_run):
+    """before_cell and after_cell are called for every cell, skipped ones included."""
+    events = [json.loads(line) for line in mixed_run[2].read_text().splitlines()]
+    after = {event["cell"]: event["status"] for event in events if event["event"] == "after_cell"}
+    before = [event["cell"] for event in events if event["event"] == "before_cell"]
+    assert len(before) == 8
+    assert after["mlp/hang/cpu/r0"] == "timeout"
+
+
+def test_resume_runs_only_missing_cells(mixed_run, tmp_path):
+    """--resume runs exactly the cells that have no record, and nothing twice."""
+    source = mixed_run[1]
+    copy = RunDir(tmp_path / "copy")
+    copy.path.mkdir()
+    (copy.path / "run.json").write_text(source.run_path.read_text())
+    lines = source.results_path.read_text().splitlines()
+    kept = [line for line in lines if json.loads(line)["cell"]["id"] not in ("mlp/baseline/cpu/r0", "mlp/refuse/cuda/r0")]
+    copy.results_path.write_text("\n".join(kept) + "\n")
+    result = CliRunner().invoke(cli, ["run", "--resume", str(copy.path)])
+    assert result.exit_code == 0, result.output
+    ids = [record["cell"]["id"] for record in copy.records()]
+    assert sorted(ids) == sorted(json.loads(line)["cell"]["id"] for line in lines)
+    assert ids[-2:] == ["mlp/baseline/cpu/r0", "mlp/refuse/cuda/r0"]
+
+
+def test_torn_last_line_is_ignored(tmp_path):
+    """A record cut short by a kill is ignored with a warning; complete ones are kept."""
+    run_dir = RunDir(tmp_path)
+    run_dir.append({"cell": {"id": "a"}, "status": "ok"})
+    with open(run_dir.results_path, "a") as file:
+        file.write('{"cell": {"id": "b"}, "sta')
+    with pytest.warns(UserWarning, match="incomplete record"):
+        assert run_dir.finished_cell_ids() == {"a"}
+
+
+def test_quick_suite_is_the_default_and_learns_digits(tmp_path):
+    """`benchharness run` with no suite runs the bundled quick suite; baselines are well above 90%."""
+    result = CliRunner().invoke(cli, ["run", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (run_path,) = tmp_path.iterdir()
+    assert run_path.name.startswith("quick-")
+    records = RunDir(run_path).records()
+    ok = [record for record in records if record["status"] == "ok"]
+    assert {record["cell"]["model"] for record in ok} == {"small_cnn", "mlp"}
+    for record in ok:
+        assert record["metrics"]["accuracy_top1"] > 0.93, record["cell"]["id"]
+    assert f"results: {run_path / 'results.jsonl'}" in result.output.replace("\n", "")
