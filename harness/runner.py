@@ -37,11 +37,12 @@ def worker_context() -> Any:
 
 
 def start_workers() -> None:
-    """Start the forkserver now, so the one-off import of torch is not charged to the first cell."""
-    from multiprocessing import forkserver
+    """Start the forkserver and wait until it has imported torch, so no cell is charged for that."""
+    from benchharness.worker import ready
 
-    worker_context()
-    forkserver.ensure_running()
+    process = worker_context().Process(target=ready, name="warm-up")
+    process.start()
+    process.join()
 
 
 def log_tail(path: Any, lines: int = LOG_TAIL_LINES) -> str:

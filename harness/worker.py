@@ -136,6 +136,10 @@ def execute(task: CellTask) -> dict[str, Any]:
     }
 
 
+def ready() -> None:
+    """A no-op worker: returns once the forkserver can fork workers with everything imported."""
+
+
 def run_in_worker(task: CellTask, connection: Any, log_path: str) -> None:
     """Entry point of a worker process: run the cell, send its record, exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
