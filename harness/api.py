@@ -46,6 +46,7 @@ class Technique:
     DESCRIPTION: ClassVar[str] = ""
     KIND: ClassVar[str] = "transform"
     TRAINS: ClassVar[bool] = False
+    CACHE_AS: ClassVar[str | None] = None
     Config: ClassVar[type[StrictConfig]] = NoConfig
 
     def check_suite(self, config: StrictConfig, suite: "Suite") -> str | None:
@@ -59,6 +60,23 @@ class Technique:
     def apply(self, model: "nn.Module", config: StrictConfig, context: "CellContext") -> "nn.Module":
         """Apply the technique and return the resulting model (which may be ``model`` itself)."""
         raise NotImplementedError
+
+    def cacheable(self, config: StrictConfig) -> bool:
+        """Whether the result is worth caching (it trains); cached results are restored instead of recomputed."""
+        return False
+
+    def cache_state(self, model: "nn.Module", config: StrictConfig) -> dict[str, Any]:
+        """What to store in the artifact cache: tensors and plain values only (loaded with weights_only=True)."""
+        return {"state_dict": model.state_dict()}
+
+    def restore(self, model: "nn.Module", config: StrictConfig, context: "CellContext", state: dict[str, Any]) -> "nn.Module":
+        """Rebuild the result of :meth:`apply` on ``model`` from ``state`` without training.
+
+        The default loads the state dict into ``model``; a technique that changes the architecture
+        first redoes its (deterministic, cheap) structural change, then loads.
+        """
+        model.load_state_dict(state["state_dict"])
+        return model
 
 
 class ModelFamily:
@@ -194,5 +212,12 @@ class CellContext:
     torch_device: "torch.device"
     trainer: "Trainer"
     build_model: Callable[[str], "nn.Module"]
+    trained_model: Callable[[str], "nn.Module"]
     notes: dict[str, Any] = field(default_factory=dict)
     workdir: Path | None = None
+
+    def calibration_batches(self, count: int, batch_size: int | None = None) -> list["torch.Tensor"]:
+        """The first ``count`` training batches (inputs only), e.g. to calibrate quantization."""
+        size = batch_size or self.suite.spec.train.batch_size
+        inputs = self.data.x_train
+        return [inputs[start : start + size] for start in range(0, min(count * size, inputs.shape[0]), size)]

@@ -66,8 +66,10 @@ def cli() -> None:
 @click.argument("suite", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="Run only the cells missing from this run directory.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True, help="Where run directories are created.")
+@click.option("--no-cache", is_flag=True, help="Train everything afresh: neither read nor write the artifact cache.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Artifact cache directory [default: $BENCHHARNESS_CACHE_DIR or ~/.cache/benchharness].")
 @plugin_option
-def run(suite: Path | None, resume: Path | None, out: Path, plugins: tuple[str, ...]) -> None:
+def run(suite: Path | None, resume: Path | None, out: Path, no_cache: bool, cache_dir: Path | None, plugins: tuple[str, ...]) -> None:
     """Run every cell of SUITE (default: the bundled quick suite).
 
     Results go to OUT/<suite>-<timestamp>/results.jsonl, one JSON record per
@@ -98,7 +100,10 @@ def run(suite: Path | None, resume: Path | None, out: Path, plugins: tuple[str, 
     finished = run_dir.finished_cell_ids()
     todo = [cell for cell in cells if cell.id not in finished]
     errors.print(f"[bold]{loaded.name}[/]: {len(todo)} of {len(cells)} cells to run -> {run_dir.path}")
-    summary = Runner(loaded, host, run_dir, errors).run(todo)
+    from benchharness.cache import default_cache_dir
+
+    use_cache = loaded.spec.run.cache and not no_cache
+    summary = Runner(loaded, host, run_dir, errors, cache_dir=(cache_dir or default_cache_dir()) if use_cache else None).run(todo)
     counts = ", ".join(f"{count} {status}" for status, count in sorted(summary.counts.items())) or "no cells run"
     console.print(f"results: {run_dir.results_path} ({counts})")
     report_path = write_report_if_possible(run_dir)
@@ -233,6 +238,42 @@ def probe(as_json: bool, plugins: tuple[str, ...]) -> None:
         for key, value in facts.items():
             table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
         console.print(table)
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect or clear the artifact cache of trained models."""
+
+
+cache_dir_option = click.option(
+    "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Cache directory [default: $BENCHHARNESS_CACHE_DIR or ~/.cache/benchharness]."
+)
+
+
+@cache.command(name="list")
+@cache_dir_option
+def cache_list(cache_dir: Path | None) -> None:
+    """List cached models, newest first."""
+    from benchharness.cache import ArtifactCache, default_cache_dir
+
+    store = ArtifactCache(cache_dir or default_cache_dir())
+    entries = store.entries()
+    table = Table(title=f"{store.root}: {len(entries)} entries", title_justify="left")
+    for column in ("key", "what", "size", "created"):
+        table.add_column(column)
+    for entry in entries:
+        table.add_row(entry.key[:12], entry.description, f"{entry.size_bytes / 1e6:.2f} MB", entry.created_at)
+    console.print(table)
+
+
+@cache.command(name="clear")
+@cache_dir_option
+def cache_clear(cache_dir: Path | None) -> None:
+    """Delete every cached model."""
+    from benchharness.cache import ArtifactCache, default_cache_dir
+
+    store = ArtifactCache(cache_dir or default_cache_dir())
+    console.print(f"removed {store.clear()} entries from {store.root}")
 
 
 def main() -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import math
 import time
+import zlib
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from benchharness.representation import count_parameters  # noqa: F401  (part of the measuring API)
 from benchharness.suite import MeasureSettings
 
 
@@ -71,20 +73,22 @@ def time_inference(model: nn.Module, batch: torch.Tensor, settings: MeasureSetti
     return samples
 
 
-def serialized_size_bytes(model: nn.Module) -> int:
-    """Bytes of ``torch.save(model.state_dict())``: the size a user ships."""
+def serialize(model: nn.Module) -> bytes:
+    """``torch.save(model.state_dict())`` as bytes: what a user ships."""
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
-    return buffer.tell()
+    return buffer.getvalue()
 
 
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(parameters, non-zero parameters) over the model's parameters."""
-    total = nonzero = 0
-    for parameter in model.parameters():
-        total += parameter.numel()
-        nonzero += int(torch.count_nonzero(parameter.detach()).item())
-    return total, nonzero
+def serialized_size_bytes(model: nn.Module) -> int:
+    """Bytes of the serialized state dict."""
+    return len(serialize(model))
+
+
+def size_metrics(model: nn.Module) -> dict[str, int]:
+    """Serialized size, and its size after zlib compression (what zeros and low-entropy weights save)."""
+    payload = serialize(model)
+    return {"size_bytes": len(payload), "size_compressed_bytes": len(zlib.compress(payload, 1))}
 
 
 @torch.inference_mode()

@@ -12,6 +12,7 @@ import signal
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -85,10 +86,11 @@ class RunSummary:
 class Runner:
     """Runs cells in isolated workers, appending one record per cell the moment it ends."""
 
-    def __init__(self, suite: Suite, host: PluginHost, run_dir: RunDir, console: Console | None = None):
+    def __init__(self, suite: Suite, host: PluginHost, run_dir: RunDir, console: Console | None = None, cache_dir: Path | None = None):
         self.suite = suite
         self.host = host
         self.run_dir = run_dir
+        self.cache_dir = cache_dir
         self.console = console or Console(stderr=True)
         self._interrupts = 0
         self._device_reasons: dict[str, str | None] = {}
@@ -130,7 +132,7 @@ class Runner:
         context = worker_context()
         log_path = self.run_dir.log_path(cell.id)
         receiver, sender = context.Pipe(duplex=False)
-        task = CellTask(cell, self.suite, self.host.options, self.run_dir.path)
+        task = CellTask(cell, self.suite, self.host.options, self.run_dir.path, self.cache_dir)
         process = context.Process(target=run_in_worker, args=(task, sender, str(log_path)), name=f"cell {cell.id}")
         timeout = self.suite.spec.run.cell_timeout_s
         deadline = time.monotonic() + timeout

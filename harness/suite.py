@@ -99,6 +99,7 @@ class RunSettings(Section):
     """``[run]``: how cells are executed."""
 
     cell_timeout_s: float = Field(1800.0, gt=0, description="A cell running longer is killed and recorded as 'timeout'.")
+    cache: bool = Field(True, description="Reuse trained models from the artifact cache (and store new ones).")
 
 
 class MatchRule(Section):

@@ -6,6 +6,7 @@ worker starts by forking an interpreter that has already imported everything.
 
 from __future__ import annotations
 
+import importlib
 import os
 import random
 import signal
@@ -21,15 +22,30 @@ import psutil
 import torch
 import torchvision  # noqa: F401  (preloaded for the forkserver)
 
-import benchharness.plugins.cpu_probe  # noqa: F401
-from benchharness.api import CellContext, Cell, Data, Probe
+from benchharness.api import Cell, CellContext, Data, Probe, Step, Technique
+from benchharness.cache import ArtifactCache, cache_key, library_versions
 from benchharness.errors import Diverged, Unsupported
-from benchharness.measure import count_flops, count_parameters, example_batch, serialized_size_bytes, summarise_latency, time_inference
-from benchharness.host import PluginHost, PluginOptions
+from benchharness.measure import count_flops, example_batch, size_metrics, summarise_latency, time_inference
+from benchharness.representation import count_parameters, inspect_representation
+from benchharness.host import DEFAULT_PLUGINS, PluginHost, PluginOptions
 from benchharness.suite import Suite, split_model_name
 from benchharness.train import Trainer, evaluate_accuracy
 
 TRACEBACK_LINES = 40
+
+
+def preload_builtin_plugins() -> None:
+    """Import the built-in plugins and the libraries they name in ``PRELOAD``, once, in the forkserver."""
+    for name in DEFAULT_PLUGINS:
+        module = importlib.import_module(name)
+        for library in getattr(module, "PRELOAD", ()):
+            try:
+                importlib.import_module(library)
+            except ImportError:
+                pass
+
+
+preload_builtin_plugins()
 
 
 @dataclass
@@ -40,6 +56,7 @@ class CellTask:
     suite: Suite
     plugins: PluginOptions
     workdir: Path
+    cache_dir: Path | None = None
 
 
 def failure_record(error: BaseException) -> dict[str, Any]:
@@ -62,8 +79,8 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def measure_model(model: torch.nn.Module, data: Data, suite: Suite, probe: Probe, device: torch.device) -> dict[str, Any]:
-    """Accuracy, size, parameters, FLOPs, peak inference memory and latency at every batch size."""
+def measure_model(model: torch.nn.Module, data: Data, suite: Suite, probe: Probe, device: torch.device, reference_params: int) -> dict[str, Any]:
+    """Accuracy, size, parameters, FLOPs, representation, peak inference memory and latency at every batch size."""
     settings = suite.spec.measure
     inputs = data.x_test.to(device)
     accuracy = evaluate_accuracy(model, data, settings.eval_batch_size, device)
@@ -75,65 +92,142 @@ def measure_model(model: torch.nn.Module, data: Data, suite: Suite, probe: Probe
     ]
     metrics = {
         "accuracy_top1": accuracy,
-        "size_bytes": serialized_size_bytes(model),
+        **size_metrics(model),
         "params": params,
         "params_nonzero": params_nonzero,
         "flops": count_flops(model, inputs[:1]),
         "peak_mem_bytes": probe.peak_memory_bytes(),
+        **inspect_representation(model, reference_params),
     }
     return {"metrics": metrics, "latency": latency}
 
 
-def execute(task: CellTask) -> dict[str, Any]:
-    """Run the cell and return the measured part of its record (raises on failure)."""
-    cell, suite = task.cell, task.suite
-    host = PluginHost(task.plugins)
-    probe = host.probes[cell.device]
-    reason = probe.unavailable_reason()
-    if reason:
-        raise Unsupported(reason)
-    steps = [(host.techniques[step.technique], step) for step in cell.steps]
-    configs = [technique.Config.model_validate(step.config) for technique, step in steps]
-    for (technique, step), config in zip(steps, configs):
-        reason = technique.unsupported_reason(config, probe)
-        if reason:
-            raise Unsupported(f"{step.technique}: {reason}")
-    threads = suite.spec.measure.threads or psutil.cpu_count(logical=False) or 1
-    torch.set_num_threads(threads)
-    _seed_everything(cell.seed)
-    device = torch.device(probe.DEVICE)
-    dataset = host.datasets[suite.spec.data.name]
-    data = dataset.load(dataset.Config.model_validate(suite.data_config)).to(device)
+class TrainStep(Technique):
+    """The training that precedes a pipeline whose first step does not train (cached like baseline)."""
 
-    def build_model(name: str) -> torch.nn.Module:
+    NAME = "train"
+    TRAINS = True
+    CACHE_AS = "train"
+
+    def apply(self, model, config, context):
+        return context.trainer.fit(model, context.data)
+
+    def cacheable(self, config):
+        return True
+
+
+class CellRun:
+    """One cell's pipeline in its worker: steps applied in order, restored from the cache where possible."""
+
+    def __init__(self, task: CellTask):
+        self.task = task
+        self.cell, self.suite = task.cell, task.suite
+        self.host = PluginHost(task.plugins)
+        self.probe = self.host.probes[self.cell.device]
+        self.device = torch.device(self.probe.DEVICE)
+        self.cache = ArtifactCache(task.cache_dir) if task.cache_dir else None
+        self.cache_hits: list[str] = []
+        self.trainer = Trainer(self.suite.spec.train, self.device, self.cell.seed, self.probe.synchronize)
+        self.data: Data | None = None
+
+    def lineage_root(self, model_name: str) -> dict[str, Any]:
+        """What determines a freshly initialised, untrained model of this cell."""
+        suite = self.suite
+        return {
+            "model": model_name,
+            "data": {"name": suite.spec.data.name, **suite.data_config},
+            "train": suite.spec.train.model_dump(mode="json"),
+            "seed": self.cell.seed,
+            "device": self.probe.DEVICE,
+            "versions": library_versions(),
+        }
+
+    def fresh_model(self, name: str) -> torch.nn.Module:
+        """A newly initialised model, seeded like the cell."""
+        _seed_everything(self.cell.seed)
         family, variant = split_model_name(name)
-        return host.models[family].build(data.num_classes, data.input_shape, variant).to(device)
+        return self.host.models[family].build(self.data.num_classes, self.data.input_shape, variant).to(self.device)
 
-    model = build_model(cell.model)
-    trainer = Trainer(suite.spec.train, device, cell.seed, probe.synchronize)
-    context = CellContext(cell, suite, data, probe, device, trainer, build_model, workdir=task.workdir)
-    step_records = []
-    probe.reset_peak_memory()
-    if not steps[0][0].TRAINS:
-        trainer.fit(model, data)
-        step_records.append({"step": "train", **measure_model(model, data, suite, probe, device)})
-    for (technique, step), config in zip(steps, configs):
-        model = technique.apply(model, config, context)
-        step_records.append({"step": step.technique, **measure_model(model, data, suite, probe, device)})
-    final = step_records[-1]
-    for record in step_records[:-1]:
-        for entry in record["latency"]:
-            entry.pop("samples_ms")
-    metrics = {**final["metrics"], "train_s": trainer.train_seconds, "train_samples": trainer.samples_seen}
-    return {
-        "status": "ok",
-        "metrics": metrics,
-        "latency": final["latency"],
-        "steps": step_records,
-        "notes": context.notes,
-        "threads": torch.get_num_threads(),
-        "torch_device": str(device),
-    }
+    def apply_step(self, model, technique: Technique, config, context, lineage: list[dict[str, Any]], label: str):
+        """Apply one step, or restore its cached result; returns the model and the step's lineage."""
+        lineage = lineage + [{"step": technique.CACHE_AS or technique.NAME, "config": config.model_dump(mode="json")}]
+        use_cache = self.cache is not None and technique.cacheable(config)
+        key = cache_key(lineage) if use_cache else None
+        state = self.cache.load(key) if use_cache else None
+        if state is not None:
+            model = technique.restore(model, config, context, state)
+            self.cache_hits.append(label)
+        else:
+            model = technique.apply(model, config, context)
+            if use_cache:
+                self.cache.save(key, technique.cache_state(model, config), f"{label} of {lineage[0]['model']} on {lineage[0]['data']['name']}")
+        return model, lineage
+
+    def trained_model(self, name: str) -> torch.nn.Module:
+        """``name`` trained with the suite's budget (the same artifact as that model's baseline cell)."""
+        model = self.fresh_model(name)
+        context = self.context()
+        model, _ = self.apply_step(model, TrainStep(), TrainStep.Config(), context, [self.lineage_root(name)], f"train:{name}")
+        return model.eval()
+
+    def context(self) -> CellContext:
+        """The context techniques see."""
+        return CellContext(
+            self.cell, self.suite, self.data, self.probe, self.device, self.trainer, self.fresh_model, self.trained_model,
+            notes=self.notes, workdir=self.task.workdir,
+        )
+
+    def execute(self) -> dict[str, Any]:
+        """Run the cell and return the measured part of its record (raises on failure)."""
+        cell, suite, probe = self.cell, self.suite, self.probe
+        reason = probe.unavailable_reason()
+        if reason:
+            raise Unsupported(reason)
+        steps = [(self.host.techniques[step.technique], step) for step in cell.steps]
+        configs = [technique.Config.model_validate(step.config) for technique, step in steps]
+        for (technique, step), config in zip(steps, configs):
+            reason = technique.unsupported_reason(config, probe)
+            if reason:
+                raise Unsupported(f"{step.technique}: {reason}")
+        torch.set_num_threads(suite.spec.measure.threads or psutil.cpu_count(logical=False) or 1)
+        dataset = self.host.datasets[suite.spec.data.name]
+        self.data = dataset.load(dataset.Config.model_validate(suite.data_config)).to(self.device)
+        self.notes: dict[str, Any] = {}
+        context = self.context()
+        model = self.fresh_model(cell.model)
+        reference_params = count_parameters(model)[0]
+        if not steps[0][0].TRAINS:
+            steps.insert(0, (TrainStep(), Step("train")))
+            configs.insert(0, TrainStep.Config())
+        lineage = [self.lineage_root(cell.model)]
+        step_records: list[dict[str, Any]] = []
+        for (technique, step), config in zip(steps, configs):
+            model, lineage = self.apply_step(model, technique, config, context, lineage, step.technique)
+            measured = measure_model(model, self.data, suite, probe, self.device, reference_params)
+            if measured["metrics"]["quantized_modules"] and step_records:
+                measured["metrics"]["flops"] = step_records[-1]["metrics"]["flops"]
+                measured["metrics"]["flops_note"] = "FLOPs of the float model before quantization; int8 kernels are not counted by torch.utils.flop_counter"
+            step_records.append({"step": step.technique, "cached": step.technique in self.cache_hits, **measured})
+        final = step_records[-1]
+        for record in step_records[:-1]:
+            for entry in record["latency"]:
+                entry.pop("samples_ms")
+        metrics = {**final["metrics"], "train_s": self.trainer.train_seconds, "train_samples": self.trainer.samples_seen}
+        return {
+            "status": "ok",
+            "metrics": metrics,
+            "latency": final["latency"],
+            "steps": step_records,
+            "cache_hits": self.cache_hits,
+            "notes": self.notes,
+            "threads": torch.get_num_threads(),
+            "torch_device": str(self.device),
+        }
+
+
+def execute(task: CellTask) -> dict[str, Any]:
+    """Run the cell described by ``task`` and return the measured part of its record."""
+    return CellRun(task).execute()
 
 
 def ready() -> None:

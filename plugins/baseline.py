@@ -11,10 +11,14 @@ class Baseline(Technique):
     NAME = "baseline"
     DESCRIPTION = "train with the suite's budget and evaluate; the reference for every other technique"
     TRAINS = True
+    CACHE_AS = "train"
 
     def apply(self, model, config, context):
         context.trainer.fit(model, context.data)
         return model
+
+    def cacheable(self, config):
+        return True
 
 
 @hookimpl

@@ -30,3 +30,17 @@ def write_suite(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory):
+    """Keep the tests' artifact cache out of the user's home."""
+    import os
+
+    previous = os.environ.get("BENCHHARNESS_CACHE_DIR")
+    os.environ["BENCHHARNESS_CACHE_DIR"] = str(tmp_path_factory.mktemp("artifact-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("BENCHHARNESS_CACHE_DIR", None)
+    else:
+        os.environ["BENCHHARNESS_CACHE_DIR"] = previous
