@@ -29,6 +29,9 @@ from benchharness.errors import PluginError
 
 DEFAULT_PLUGINS = (
     "benchharness.plugins.baseline",
+    "benchharness.plugins.prune",
+    "benchharness.plugins.quantize",
+    "benchharness.plugins.distill",
     "benchharness.plugins.models",
     "benchharness.plugins.datasets",
     "benchharness.plugins.cpu_probe",

@@ -18,23 +18,28 @@ STRUCTURAL_REDUCTION = 0.98
 SPARSITY_NOTICED = 0.05
 
 
-def module_tensors(module: nn.Module) -> list[torch.Tensor]:
-    """A module's own weights: its parameters, or the packed weight and bias of a quantized module."""
-    tensors = [parameter.detach() for _, parameter in module.named_parameters(recurse=False)]
-    weight_bias = getattr(module, "_weight_bias", None)
-    if callable(weight_bias):
-        tensors += [tensor for tensor in weight_bias() if tensor is not None]
+def _packed(module: nn.Module) -> bool:
+    return callable(getattr(module, "_weight_bias", None))
+
+
+def weight_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Every weight of the model: parameters, and the packed weight and bias of quantized modules (counted once)."""
+    tensors = [parameter.detach() for parameter in model.parameters()]
+    packed_names: list[str] = []
+    for name, module in model.named_modules():
+        if _packed(module) and not any(name.startswith(parent + ".") for parent in packed_names):
+            packed_names.append(name)
+            tensors += [tensor for tensor in module._weight_bias() if tensor is not None]
     return tensors
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(parameters, non-zero parameters), counting the packed weights of quantized modules too."""
     total = nonzero = 0
-    for module in model.modules():
-        for tensor in module_tensors(module):
-            values = tensor.dequantize() if tensor.is_quantized else tensor
-            total += values.numel()
-            nonzero += int(torch.count_nonzero(values).item())
+    for tensor in weight_tensors(model):
+        values = tensor.dequantize() if tensor.is_quantized else tensor
+        total += values.numel()
+        nonzero += int(torch.count_nonzero(values).item())
     return total, nonzero
 
 

@@ -1,0 +1,154 @@
+"""Quantization: int8 dynamic, static (FX graph mode) and quantization-aware training; fp16/bf16 casts.
+
+Every method sits behind one interface (:data:`METHODS`), so a torchao (pt2e)
+backend can be added as another method later. torch.ao.quantization is
+deprecated in recent torch releases but works; its warnings are kept out of
+the user's output.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from typing import Callable, Literal
+
+from pydantic import Field
+
+from benchharness import StrictConfig, Technique, hookimpl
+
+PRELOAD = ("torch.ao.quantization", "torch.ao.quantization.quantize_fx")
+INT8_METHODS = ("dynamic", "static", "qat")
+CAST_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
+
+
+class QuantizeConfig(StrictConfig):
+    """Parameters of the quantize technique."""
+
+    method: Literal["dynamic", "static", "qat", "fp16", "bf16"] = Field(
+        "dynamic",
+        description="dynamic: int8 Linear/LSTM weights, activations quantized on the fly; static: int8 post-training (FX graph mode); "
+        "qat: quantization-aware fine-tuning, then int8; fp16/bf16: weights and activations cast.",
+    )
+    backend: Literal["x86", "fbgemm", "qnnpack"] = Field("x86", description="int8 kernel backend (static and qat).")
+    calibration_batches: int = Field(8, ge=1, le=100_000, description="static: training batches run through the observers.")
+    qat_epochs: int = Field(1, ge=1, le=10_000, description="qat: epochs of quantization-aware fine-tuning.")
+
+
+@contextmanager
+def quiet_deprecations():
+    """Silence torch.ao.quantization's deprecation warnings (they are about the API, not the user's suite)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*")
+        warnings.filterwarnings("ignore", message=".*deprecated.*")
+        yield
+
+
+def _dynamic(model, config, context):
+    import torch
+    from torch import nn
+
+    return torch.ao.quantization.quantize_dynamic(model.cpu().eval(), {nn.Linear, nn.LSTM}, dtype=torch.qint8)
+
+
+def _prepare_static(model, config, context):
+    import torch
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx
+
+    torch.backends.quantized.engine = config.backend
+    example = (context.data.x_train[:1].cpu(),)
+    return prepare_fx(model.cpu().eval(), get_default_qconfig_mapping(config.backend), example)
+
+
+def _static(model, config, context):
+    import torch
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    prepared = _prepare_static(model, config, context)
+    with torch.inference_mode():
+        for batch in context.calibration_batches(config.calibration_batches):
+            prepared(batch.cpu())
+    return convert_fx(prepared)
+
+
+def _prepare_qat(model, config, context):
+    import torch
+    from torch.ao.quantization import get_default_qat_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+    torch.backends.quantized.engine = config.backend
+    example = (context.data.x_train[:1].cpu(),)
+    return prepare_qat_fx(model.cpu().train(), get_default_qat_qconfig_mapping(config.backend), example)
+
+
+def _qat(model, config, context):
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    prepared = _prepare_qat(model, config, context)
+    context.trainer.fit(prepared, context.data, epochs=config.qat_epochs)
+    return convert_fx(prepared.cpu().eval())
+
+
+def _cast(model, config, context):
+    import torch
+
+    dtype = getattr(torch, CAST_DTYPES[config.method])
+    return CastInputs.wrap(model.to(dtype).eval(), dtype)
+
+
+METHODS: dict[str, Callable] = {"dynamic": _dynamic, "static": _static, "qat": _qat, "fp16": _cast, "bf16": _cast}
+
+
+class CastInputs:
+    """Builds a module that casts inputs to ``dtype`` and logits back to float32 around a cast model."""
+
+    @staticmethod
+    def wrap(model, dtype):
+        """Wrap ``model`` so callers keep feeding float32 tensors."""
+        from torch import nn
+
+        class Cast(nn.Module):
+            def __init__(self, inner):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                return self.inner(x.to(dtype)).float()
+
+        return Cast(model)
+
+
+class Quantize(Technique):
+    """int8 (dynamic, static, qat) on CPU, or fp16/bf16 casts."""
+
+    NAME = "quantize"
+    DESCRIPTION = "int8 dynamic / static (FX) / qat via torch.ao.quantization, or fp16/bf16 casts"
+    Config = QuantizeConfig
+
+    def unsupported_reason(self, config, device):
+        if config.method in INT8_METHODS and device.DEVICE != "cpu":
+            return f"int8 {config.method} quantization runs on CPU kernels only (torch.ao.quantization has no {device.DEVICE} int8 backend)"
+        return None
+
+    def cacheable(self, config):
+        return config.method == "qat"
+
+    def apply(self, model, config, context):
+        with quiet_deprecations():
+            return METHODS[config.method](model, config, context)
+
+    def restore(self, model, config, context, state):
+        from torch.ao.quantization.quantize_fx import convert_fx
+
+        with quiet_deprecations():
+            converted = convert_fx(_prepare_qat(model, config, context).eval())
+            converted.load_state_dict(state["state_dict"])
+        return converted
+
+
+@hookimpl
+def register_techniques(register):
+    """Register the quantize technique."""
+    register(Quantize())
