@@ -258,12 +258,9 @@ def cache_list(cache_dir: Path | None) -> None:
 
     store = ArtifactCache(cache_dir or default_cache_dir())
     entries = store.entries()
-    table = Table(title=f"{store.root}: {len(entries)} entries", title_justify="left")
-    for column in ("key", "what", "size", "created"):
-        table.add_column(column)
+    click.echo(f"{store.root}: {len(entries)} entries")
     for entry in entries:
-        table.add_row(entry.key[:12], entry.description, f"{entry.size_bytes / 1e6:.2f} MB", entry.created_at)
-    console.print(table)
+        click.echo(f"{entry.key[:12]}  {entry.size_bytes / 1e6:8.2f} MB  {entry.created_at}  {entry.description}")
 
 
 @cache.command(name="clear")

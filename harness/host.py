@@ -227,6 +227,22 @@ class PluginHost:
                 raise PluginError(f"plugin {plugin_name!r} failed in {hook_name}: {type(error).__name__}: {error}") from error
         return registry
 
+    def skip_reason(self, cell: Any, device_reason: str | None = None) -> str | None:
+        """Why ``cell`` cannot run here (device unavailable, or a step unsupported on it), or None.
+
+        ``device_reason`` lets a caller pass an availability answer it already has.
+        """
+        probe = self.probes[cell.device]
+        reason = device_reason if device_reason is not None else probe.unavailable_reason()
+        if reason:
+            return f"device {cell.device!r} unavailable: {reason}"
+        for step in cell.steps:
+            technique = self.techniques[step.technique]
+            reason = technique.unsupported_reason(technique.Config.model_validate(step.config), probe)
+            if reason:
+                return f"{step.technique}: {reason}"
+        return None
+
     def devices(self) -> dict[str, Probe]:
         """Probes that are devices, by device name."""
         return {name: probe for name, probe in ((n, self.probes[n]) for n in self.probes.names()) if probe.DEVICE}

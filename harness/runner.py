@@ -93,21 +93,12 @@ class Runner:
         self.cache_dir = cache_dir
         self.console = console or Console(stderr=True)
         self._interrupts = 0
-        self._device_reasons: dict[str, str | None] = {}
+        self._device_reasons: dict[str, str] = {}
 
     def _skip_reason(self, cell: Cell) -> str | None:
         if cell.device not in self._device_reasons:
-            self._device_reasons[cell.device] = self.host.probes[cell.device].unavailable_reason()
-        reason = self._device_reasons[cell.device]
-        if reason:
-            return f"device {cell.device!r} unavailable: {reason}"
-        probe = self.host.probes[cell.device]
-        for step in cell.steps:
-            technique = self.host.techniques[step.technique]
-            reason = technique.unsupported_reason(technique.Config.model_validate(step.config), probe)
-            if reason:
-                return f"{step.technique}: {reason}"
-        return None
+            self._device_reasons[cell.device] = self.host.probes[cell.device].unavailable_reason() or ""
+        return self.host.skip_reason(cell, self._device_reasons[cell.device])
 
     def run_cell(self, cell: Cell) -> dict[str, Any] | None:
         """Run one cell and return its record, or None when a second Ctrl-C abandoned it."""

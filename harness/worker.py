@@ -129,6 +129,7 @@ class CellRun:
         self.cache_hits: list[str] = []
         self.trainer = Trainer(self.suite.spec.train, self.device, self.cell.seed, self.probe.synchronize)
         self.data: Data | None = None
+        self.notes: dict[str, Any] = {}
 
     def lineage_root(self, model_name: str) -> dict[str, Any]:
         """What determines a freshly initialised, untrained model of this cell."""
@@ -150,7 +151,8 @@ class CellRun:
 
     def apply_step(self, model, technique: Technique, config, context, lineage: list[dict[str, Any]], label: str):
         """Apply one step, or restore its cached result; returns the model and the step's lineage."""
-        lineage = lineage + [{"step": technique.CACHE_AS or technique.NAME, "config": config.model_dump(mode="json")}]
+        step_name = technique.CACHE_AS or technique.NAME
+        lineage = lineage + [{"step": step_name, "config": config.model_dump(mode="json")}]
         use_cache = self.cache is not None and technique.cacheable(config)
         key = cache_key(lineage) if use_cache else None
         state = self.cache.load(key) if use_cache else None
@@ -160,7 +162,7 @@ class CellRun:
         else:
             model = technique.apply(model, config, context)
             if use_cache:
-                self.cache.save(key, technique.cache_state(model, config), f"{label} of {lineage[0]['model']} on {lineage[0]['data']['name']}")
+                self.cache.save(key, technique.cache_state(model, config), f"{step_name} of {lineage[0]['model']} on {lineage[0]['data']['name']}")
         return model, lineage
 
     def trained_model(self, name: str) -> torch.nn.Module:
@@ -177,23 +179,27 @@ class CellRun:
             notes=self.notes, workdir=self.task.workdir,
         )
 
+    def check_supported(self) -> None:
+        """Raise :class:`Unsupported` when the device or a step cannot run here."""
+        reason = self.host.skip_reason(self.cell)
+        if reason:
+            raise Unsupported(reason)
+
+    def prepare(self) -> CellContext:
+        """Set threads, load the data onto the device and return the techniques' context."""
+        torch.set_num_threads(self.suite.spec.measure.threads or psutil.cpu_count(logical=False) or 1)
+        dataset = self.host.datasets[self.suite.spec.data.name]
+        self.data = dataset.load(dataset.Config.model_validate(self.suite.data_config)).to(self.device)
+        self.notes = {}
+        return self.context()
+
     def execute(self) -> dict[str, Any]:
         """Run the cell and return the measured part of its record (raises on failure)."""
         cell, suite, probe = self.cell, self.suite, self.probe
-        reason = probe.unavailable_reason()
-        if reason:
-            raise Unsupported(reason)
+        self.check_supported()
+        context = self.prepare()
         steps = [(self.host.techniques[step.technique], step) for step in cell.steps]
         configs = [technique.Config.model_validate(step.config) for technique, step in steps]
-        for (technique, step), config in zip(steps, configs):
-            reason = technique.unsupported_reason(config, probe)
-            if reason:
-                raise Unsupported(f"{step.technique}: {reason}")
-        torch.set_num_threads(suite.spec.measure.threads or psutil.cpu_count(logical=False) or 1)
-        dataset = self.host.datasets[suite.spec.data.name]
-        self.data = dataset.load(dataset.Config.model_validate(suite.data_config)).to(self.device)
-        self.notes: dict[str, Any] = {}
-        context = self.context()
         model = self.fresh_model(cell.model)
         reference_params = count_parameters(model)[0]
         if not steps[0][0].TRAINS:

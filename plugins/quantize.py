@@ -42,6 +42,7 @@ def quiet_deprecations():
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*")
         warnings.filterwarnings("ignore", message=".*deprecated.*")
+        warnings.filterwarnings("ignore", message="must run observer before calling calculate_qparams")
         yield
 
 
