@@ -76,6 +76,9 @@ def run(suite: Path | None, resume: Path | None, out: Path, no_cache: bool, cach
     cell, written as each cell ends. Exit code: 0 when every cell is ok or
     skipped, 1 when any failed or timed out, 2 on bad input, 130 when interrupted.
     """
+    from benchharness.runner import launch_workers
+
+    launch_workers()
     from benchharness.matrix import expand
     from benchharness.runner import Runner
     from benchharness.store import RunDir
@@ -179,7 +182,7 @@ def validate(suite: Path, plugins: tuple[str, ...]) -> None:
     reasons = {device: host.probes[device].unavailable_reason() for device in loaded.spec.devices}
     table = Table(title=f"{loaded.name}: {len(cells)} cells", title_justify="left")
     for column in ("#", "cell", "steps", "device", "will"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for number, cell in enumerate(cells, start=1):
         will = "[yellow]skip[/] (device unavailable)" if reasons[cell.device] else "run"
         steps = " -> ".join(step.technique for step in cell.steps)
@@ -281,3 +284,7 @@ def main() -> None:
     except HarnessError as error:
         fail(error)
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -37,8 +37,16 @@ def worker_context() -> Any:
     return _context
 
 
+def launch_workers() -> None:
+    """Start the forkserver in the background: it imports torch and the plugins while the caller goes on."""
+    from multiprocessing import forkserver
+
+    worker_context()
+    forkserver.ensure_running()
+
+
 def start_workers() -> None:
-    """Start the forkserver and wait until it has imported torch, so no cell is charged for that."""
+    """Start the forkserver (if needed) and wait until it has imported everything, so no cell is charged for that."""
     from benchharness.worker import ready
 
     process = worker_context().Process(target=ready, name="warm-up")

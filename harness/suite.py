@@ -15,7 +15,7 @@ import hashlib
 import re
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -31,19 +31,15 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ParametrisedSection(Section):
-    """A section whose keys other than its own fields are parameters for a plugin."""
+class ParametrisedSection(BaseModel):
+    """A section whose keys other than its own fields are parameters for a plugin, validated in the second phase."""
 
-    params: dict[str, Any] = Field(default_factory=dict, description="Parameters handed to the plugin.")
+    model_config = ConfigDict(extra="allow", frozen=True)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _collect_params(cls, values: Any) -> Any:
-        if not isinstance(values, dict) or "params" in values:
-            return values
-        own = {key: value for key, value in values.items() if key in cls.model_fields}
-        own["params"] = {key: value for key, value in values.items() if key not in cls.model_fields}
-        return own
+    @property
+    def params(self) -> dict[str, Any]:
+        """The keys that are not the section's own fields."""
+        return dict(self.model_extra or {})
 
 
 class DataSection(ParametrisedSection):
@@ -55,7 +51,9 @@ class DataSection(ParametrisedSection):
 class TechniqueEntry(ParametrisedSection):
     """One ``[[techniques]]`` entry: a pipeline of steps, each step's parameters under its name."""
 
-    name: str | None = Field(None, description="Label of the pipeline in results; defaults to the steps joined by '+'.")
+    name: str | None = Field(
+        None, pattern=r"^[^/\s]+$", description="Label of the pipeline in results (no '/' or spaces); defaults to the steps joined by '+'."
+    )
     steps: list[str] = Field(min_length=1, description="Technique names applied in order, e.g. ['distill', 'prune'].")
 
     @property
@@ -80,7 +78,7 @@ class TrainBudget(Section):
 class MeasureSettings(Section):
     """``[measure]``: how inference latency is timed."""
 
-    batch_sizes: list[int] = Field([1, 32], min_length=1, description="Batch sizes timed for every cell.")
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = Field([1, 32], min_length=1, description="Batch sizes timed for every cell.")
     warmup: int = Field(10, ge=0, le=100_000, description="Untimed iterations before timing starts.")
     min_iterations: int = Field(30, ge=1, le=1_000_000, description="Timing goes on until at least this many samples...")
     min_seconds: float = Field(1.0, ge=0, le=3600, description="...and at least this many seconds of samples.")
@@ -89,9 +87,9 @@ class MeasureSettings(Section):
     eval_batch_size: int = Field(512, ge=1, description="Batch size used to compute accuracy.")
 
     @model_validator(mode="after")
-    def _positive_batch_sizes(self) -> "MeasureSettings":
-        if any(size < 1 for size in self.batch_sizes):
-            raise ValueError("every batch size must be >= 1")
+    def _iterations_in_order(self) -> "MeasureSettings":
+        if self.min_iterations > self.max_iterations:
+            raise ValueError(f"min_iterations ({self.min_iterations}) must not exceed max_iterations ({self.max_iterations})")
         return self
 
 
@@ -213,13 +211,15 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         raise SuiteError(source, [SuiteProblem("", f"TOML syntax error: {error}", "fix the TOML syntax", line)]) from None
 
 
-def load_suite(path: str | Path, host: "PluginHost", overrides: dict[str, Any] | None = None) -> Suite:
+def load_suite(path: str | Path, host: "PluginHost") -> Suite:
     """Read, parse and validate the suite at ``path``."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")
     except OSError as error:
         raise SuiteError(str(path), [SuiteProblem("", f"cannot read the file: {error.strerror or error}", "check the path")]) from None
+    except UnicodeDecodeError as error:
+        raise SuiteError(str(path), [SuiteProblem("", f"the file is not UTF-8 text: {error}", "save it as UTF-8")]) from None
     return load_suite_text(text, str(path), host, default_name=path.stem)
 
 

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from benchharness import Data, Dataset, StrictConfig, hookimpl
 
+PRELOAD = ("sklearn.datasets", "sklearn.model_selection")
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_FILE = "test_batch"

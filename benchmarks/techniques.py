@@ -1,0 +1,224 @@
+"""What the harness records for compression techniques vs the same technique applied by hand, in one run.
+
+1. Static int8 (FX, x86) on the CIFAR ResNet-18 at batch 32: latency speedup and size ratio.
+2. Channel pruning at 50% (Torch-Pruning) on the CIFAR ResNet-18: latency speedup, with the FLOPs ratio.
+3. The artifact cache: a second run of an unchanged, training-heavy suite vs the first.
+
+The harness's figures come from real runs of the runner (records in results.jsonl);
+the plain figures come from a minimal hand-written script timing the same
+transformation with the same thread count. CPU only.
+
+    .venv/bin/python benchmarks/techniques.py [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import psutil
+import torch
+from rich.console import Console
+
+from benchharness.host import PluginHost, PluginOptions
+from benchharness.matrix import expand
+from benchharness.plugins.cpu_probe import CpuProbe
+from benchharness.plugins.models import ResNet18Cifar
+from benchharness.runner import Runner
+from benchharness.store import RunDir
+from benchharness.suite import load_suite_text
+
+COMPRESSION_SUITE = """
+name = "bench-compression"
+models = ["resnet18_cifar"]
+[data]
+name = "synthetic"
+shape = [3, 32, 32]
+train_samples = 256
+test_samples = 64
+[[techniques]]
+steps = ["baseline"]
+[[techniques]]
+name = "int8-static"
+steps = ["quantize"]
+quantize = {{ method = "static", calibration_batches = 4 }}
+[[techniques]]
+name = "channels-50"
+steps = ["prune"]
+prune = {{ method = "channels", amount = 0.5 }}
+[train]
+epochs = 0
+batch_size = 32
+[measure]
+batch_sizes = [32]
+warmup = 5
+min_iterations = 20
+min_seconds = 2.0
+threads = {threads}
+"""
+
+CACHE_SUITE = """
+name = "bench-cache"
+models = ["small_cnn", "mlp"]
+[data]
+name = "digits"
+[[techniques]]
+steps = ["baseline"]
+[[techniques]]
+name = "channels-50-finetuned"
+steps = ["prune"]
+prune = {{ method = "channels", amount = 0.5, finetune_epochs = 10 }}
+[[techniques]]
+name = "distilled"
+steps = ["distill"]
+distill = {{ teacher = "small_cnn" }}
+[train]
+epochs = 30
+batch_size = 64
+optimizer = "adam"
+lr = 0.005
+weight_decay = 0.0
+[measure]
+batch_sizes = [1]
+warmup = 2
+min_iterations = 10
+min_seconds = 0.05
+threads = {threads}
+"""
+
+
+def run_suite(text: str, cache_dir: Path | None) -> tuple[dict[str, dict], float]:
+    """Run a suite through the real runner; return records by technique and the wall time."""
+    host = PluginHost(PluginOptions(entry_points=False))
+    suite = load_suite_text(text, f"{text.split(chr(10))[1]}.toml", host)
+    with tempfile.TemporaryDirectory() as out:
+        run_dir = RunDir.create(Path(out), suite.name)
+        started = time.perf_counter()
+        Runner(suite, host, run_dir, Console(stderr=True, quiet=True), cache_dir=cache_dir).run(expand(suite))
+        wall = time.perf_counter() - started
+        records = run_dir.records()
+    bad = [(r["cell"]["id"], r.get("error_message")) for r in records if r["status"] != "ok"]
+    assert not bad, bad
+    return {f"{r['cell']['model']}/{r['cell']['technique']}": r for r in records}, wall
+
+
+def plain_latency_ms(model: torch.nn.Module, batch: torch.Tensor, seconds: float = 2.0) -> float:
+    """Median latency of a plain timing loop."""
+    samples = []
+    with torch.inference_mode():
+        for _ in range(5):
+            model(batch)
+        while sum(samples) < seconds * 1000 or len(samples) < 20:
+            started = time.perf_counter()
+            model(batch)
+            samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def size_bytes(model: torch.nn.Module) -> int:
+    """Serialized state-dict size."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.tell()
+
+
+def plain_figures(threads: int) -> dict[str, float]:
+    """Static int8 and 50% channel pruning done by hand on a fresh CIFAR ResNet-18."""
+    import torch_pruning as tp
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = ResNet18Cifar().build(10, (3, 32, 32)).eval()
+    batch = torch.randn(32, 3, 32, 32)
+    fp32_ms = plain_latency_ms(model, batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.backends.quantized.engine = "x86"
+        prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), (batch[:1],))
+        with torch.inference_mode():
+            for _ in range(4):
+                prepared(torch.randn(32, 3, 32, 32))
+        int8 = convert_fx(prepared)
+    int8_ms = plain_latency_ms(int8, batch)
+    pruned = copy.deepcopy(model)
+    base_macs, _ = tp.utils.count_ops_and_params(model, batch[:1])
+    tp.pruner.BasePruner(pruned, batch[:1], importance=tp.importance.GroupMagnitudeImportance(p=1), pruning_ratio=0.5, ignored_layers=[pruned.fc]).step()
+    pruned_macs, _ = tp.utils.count_ops_and_params(pruned, batch[:1])
+    pruned_ms = plain_latency_ms(pruned, batch)
+    return {
+        "int8_speedup": fp32_ms / int8_ms,
+        "int8_size_ratio": size_bytes(model) / size_bytes(int8),
+        "prune_speedup": fp32_ms / pruned_ms,
+        "prune_macs_ratio": base_macs / pruned_macs,
+        "fp32_ms": fp32_ms,
+    }
+
+
+def run_cli_twice_helper(workdir: Path, threads: int, name: str) -> tuple[float, list[dict]]:
+    """Time one `benchharness run` of the cache suite as a user would run it; return the wall time and records."""
+    suite = workdir / "bench-cache.toml"
+    suite.write_text(CACHE_SUITE.format(threads=threads))
+    out = workdir / name
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "benchharness.cli", "run", str(suite), "--out", str(out), "--cache-dir", str(workdir / "cache")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wall = time.perf_counter() - started
+    (run_path,) = out.iterdir()
+    return wall, RunDir(run_path).records()
+
+
+def line(label: str, harness: float, plain: float, target: float) -> str:
+    """One comparison line with the 10% agreement check and the target."""
+    agree = abs(harness / plain - 1) <= 0.10
+    return f"{label:<34} harness {harness:5.2f}x   plain {plain:5.2f}x   within 10%: {'yes' if agree else 'NO'}   target >= {target}x: {'met' if harness >= target else 'NOT met'}"
+
+
+def main() -> None:
+    """Run the three comparisons and print them."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=psutil.cpu_count(logical=False) or 1)
+    args = parser.parse_args()
+    cpu = CpuProbe().describe()
+    print(f"CPU: {cpu['model']}, {cpu['physical_cores']} cores, ISA: {' '.join(cpu['isa'])}; torch capability {cpu['torch_cpu_capability']}; threads {args.threads}")
+
+    records, _ = run_suite(COMPRESSION_SUITE.format(threads=args.threads), None)
+    plain = plain_figures(args.threads)
+
+    def p50(key: str) -> float:
+        return records[key]["latency"][0]["latency_p50_ms"]
+
+    base = "resnet18_cifar/baseline"
+    int8, pruned = "resnet18_cifar/int8-static", "resnet18_cifar/channels-50"
+    print(f"\nCIFAR ResNet-18, batch 32: harness fp32 p50 {p50(base):.1f} ms, plain fp32 median {plain['fp32_ms']:.1f} ms")
+    print(line("static int8 latency speedup", p50(base) / p50(int8), plain["int8_speedup"], 3.0))
+    print(line("static int8 size ratio", records[base]["metrics"]["size_bytes"] / records[int8]["metrics"]["size_bytes"], plain["int8_size_ratio"], 3.9))
+    print(line("channels 50% latency speedup", p50(base) / p50(pruned), plain["prune_speedup"], 1.5))
+    harness_flops = records[base]["metrics"]["flops"] / records[pruned]["metrics"]["flops"]
+    print(f"{'channels 50% FLOPs ratio':<34} harness {harness_flops:5.2f}x   plain MACs ratio {plain['prune_macs_ratio']:5.2f}x")
+    print(f"speedup expected flags: int8 {records[int8]['metrics']['speedup_expected']}, channels {records[pruned]['metrics']['speedup_expected']}")
+
+    with tempfile.TemporaryDirectory() as workdir:
+        first_s, first = run_cli_twice_helper(Path(workdir), args.threads, "first")
+        second_s, second = run_cli_twice_helper(Path(workdir), args.threads, "second")
+    trained_again = sum(record["metrics"]["train_samples"] for record in second)
+    print(f"\ncache, `benchharness run` twice as separate commands ({len(first)} cells, training-heavy suite): "
+          f"first {first_s:.1f} s, second {second_s:.1f} s: {first_s / second_s:.1f}x faster "
+          f"(target >= 10x: {'met' if first_s / second_s >= 10 else 'NOT met'}); samples trained in the second run: {trained_again}")
+
+
+if __name__ == "__main__":
+    main()
