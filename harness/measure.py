@@ -16,13 +16,19 @@ from benchharness.representation import count_parameters  # noqa: F401  (part of
 from benchharness.suite import MeasureSettings
 
 
+BOOTSTRAP_CHUNK_ELEMENTS = 2_000_000
+
+
 def bootstrap_median_ci(samples: list[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """A percentile-bootstrap confidence interval of the median of ``samples``."""
+    """A percentile-bootstrap confidence interval of the median of ``samples`` (memory bounded by resampling in chunks)."""
     values = np.asarray(samples, dtype=float)
     if values.size == 0:
         return (math.nan, math.nan)
     rng = np.random.default_rng(seed)
-    medians = np.median(rng.choice(values, size=(resamples, values.size), replace=True), axis=1)
+    chunk = max(1, BOOTSTRAP_CHUNK_ELEMENTS // values.size)
+    medians = np.concatenate(
+        [np.median(rng.choice(values, size=(min(chunk, resamples - start), values.size), replace=True), axis=1) for start in range(0, resamples, chunk)]
+    )
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(medians, [tail, 100.0 - tail])
     return float(low), float(high)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import resource
+import sys
 from pathlib import Path
 
 from benchharness import Probe, hookimpl
@@ -79,7 +80,8 @@ class CpuProbe(Probe):
                     return int(line.split()[1]) * 1024
         except OSError:
             pass
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        unit = 1 if sys.platform == "darwin" else 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
 
 
 @hookimpl

@@ -42,7 +42,7 @@ class CudaProbe(Probe):
     DEVICE = "cuda"
 
     def _nvml(self) -> tuple[Any, str | None]:
-        """The initialised pynvml module, or None and why NVML cannot be used."""
+        """The initialised pynvml module (the caller shuts it down), or None and why NVML cannot be used."""
         try:
             import pynvml
         except ImportError as error:
@@ -52,18 +52,29 @@ class CudaProbe(Probe):
         except Exception as error:
             return None, f"NVML unavailable: {type(error).__name__}: {error}"
         try:
-            if pynvml.nvmlDeviceGetCount() < 1:
-                return None, "NVML found no GPU"
+            count = pynvml.nvmlDeviceGetCount()
         except Exception as error:
-            return None, f"NVML cannot count GPUs: {error}"
-        return pynvml, None
+            reason = f"NVML cannot count GPUs: {error}"
+        else:
+            if count >= 1:
+                return pynvml, None
+            reason = "NVML found no GPU"
+        pynvml.nvmlShutdown()
+        return None, reason
+
+    def _nvml_reason(self) -> str | None:
+        """Why NVML cannot be used, or None (leaving NVML shut down either way)."""
+        pynvml, reason = self._nvml()
+        if pynvml is not None:
+            pynvml.nvmlShutdown()
+        return reason
 
     def unavailable_reason(self):
         import torch
 
         if not torch.cuda.is_available():
             build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
-            _, nvml_reason = self._nvml()
+            nvml_reason = self._nvml_reason()
             return f"no CUDA GPU visible to torch {torch.__version__} ({build}); {nvml_reason or 'NVML sees a GPU'}"
         return None
 

@@ -1,0 +1,217 @@
+"""Latency statistics, the timing loop, size, parameter and FLOP counts, and example batches."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from benchharness.measure import (
+    bootstrap_median_ci,
+    count_flops,
+    count_parameters,
+    example_batch,
+    serialized_size_bytes,
+    size_metrics,
+    summarise_latency,
+    time_inference,
+)
+from benchharness.suite import MeasureSettings
+
+
+def settings(**values) -> MeasureSettings:
+    """Measure settings with tiny defaults for tests."""
+    defaults = dict(warmup=0, min_iterations=1, min_seconds=0.0, max_iterations=1000)
+    return MeasureSettings(**{**defaults, **values})
+
+
+def test_bootstrap_ci_brackets_the_median_and_narrows():
+    """The interval contains the sample median, is reproducible, and is narrower for more samples."""
+    rng = np.random.default_rng(1)
+    few = list(rng.normal(10.0, 1.0, size=20))
+    many = list(rng.normal(10.0, 1.0, size=2000))
+    for samples in (few, many):
+        low, high = bootstrap_median_ci(samples)
+        assert low <= float(np.median(samples)) <= high
+        assert low < high
+    assert bootstrap_median_ci(few) == bootstrap_median_ci(few)
+    few_low, few_high = bootstrap_median_ci(few)
+    many_low, many_high = bootstrap_median_ci(many)
+    assert many_high - many_low < (few_high - few_low) / 2
+
+
+def test_bootstrap_ci_of_nothing_is_nan():
+    """No samples give a NaN interval rather than an error."""
+    low, high = bootstrap_median_ci([])
+    assert math.isnan(low) and math.isnan(high)
+
+
+def test_summarise_latency_agrees_with_numpy():
+    """Percentiles, mean, std (ddof=1) and throughput match numpy; every sample is kept."""
+    rng = np.random.default_rng(2)
+    samples = list(rng.lognormal(mean=1.0, sigma=0.3, size=101))
+    summary = summarise_latency(samples, batch_size=8)
+    values = np.asarray(samples)
+    assert summary["batch_size"] == 8
+    assert summary["latency_p50_ms"] == pytest.approx(np.percentile(values, 50))
+    assert summary["latency_p90_ms"] == pytest.approx(np.percentile(values, 90))
+    assert summary["latency_p99_ms"] == pytest.approx(np.percentile(values, 99))
+    assert summary["latency_mean_ms"] == pytest.approx(values.mean())
+    assert summary["latency_std_ms"] == pytest.approx(values.std(ddof=1))
+    assert summary["throughput_sps"] == pytest.approx(8 * len(samples) / (values.sum() / 1000.0))
+    assert summary["iterations"] == 101
+    assert summary["samples_ms"] == pytest.approx(samples)
+    assert summary["latency_p50_ci95_low_ms"] <= summary["latency_p50_ms"] <= summary["latency_p50_ci95_high_ms"]
+
+
+def test_summarise_latency_of_one_sample():
+    """A single sample has zero spread and a throughput of batch / its duration."""
+    summary = summarise_latency([4.0], batch_size=2)
+    assert summary["latency_std_ms"] == 0.0
+    assert summary["latency_p50_ms"] == 4.0
+    assert summary["throughput_sps"] == pytest.approx(2 / 0.004)
+
+
+class Recorder:
+    """A small linear model whose forward calls (and their inference mode) are recorded by a hook."""
+
+    def __init__(self, sleep_s: float = 0.0):
+        self.model = nn.Linear(4, 2)
+        self.events: list[str] = []
+        self.inference_mode: list[bool] = []
+        self.model.train()
+
+        def hook(module, inputs, output):
+            if sleep_s:
+                time.sleep(sleep_s)
+            self.events.append("forward")
+            self.inference_mode.append(torch.is_inference_mode_enabled())
+
+        self.model.register_forward_hook(hook)
+
+    def synchronize(self) -> None:
+        """Record a synchronisation."""
+        self.events.append("sync")
+
+    @property
+    def forwards(self) -> int:
+        """Forward calls so far."""
+        return self.events.count("forward")
+
+
+BATCH = torch.randn(3, 4)
+
+
+def test_time_inference_runs_warmup_then_min_iterations():
+    """Warmup calls are untimed; with no time minimum, exactly min_iterations samples are taken."""
+    recorder = Recorder()
+    samples = time_inference(recorder.model, BATCH, settings(warmup=3, min_iterations=5), recorder.synchronize)
+    assert len(samples) == 5
+    assert recorder.forwards == 3 + 5
+    assert all(sample > 0 for sample in samples)
+    assert not recorder.model.training
+    assert all(recorder.inference_mode)
+
+
+def test_time_inference_synchronizes_around_every_sample():
+    """synchronize runs after warmup (before the first sample) and after each timed call."""
+    recorder = Recorder()
+    time_inference(recorder.model, BATCH, settings(warmup=2, min_iterations=4), recorder.synchronize)
+    assert recorder.events == ["forward"] * 2 + ["sync"] + ["forward", "sync"] * 4
+
+
+def test_time_inference_goes_on_until_min_seconds():
+    """When min_iterations is reached first, timing continues until min_seconds of samples, then stops."""
+    recorder = Recorder(sleep_s=0.005)
+    samples = time_inference(recorder.model, BATCH, settings(min_iterations=2, min_seconds=0.05), recorder.synchronize)
+    assert len(samples) > 2
+    assert sum(samples) / 1000.0 >= 0.05
+    assert sum(samples[:-1]) / 1000.0 < 0.05
+    assert all(sample >= 5.0 for sample in samples)
+
+
+def test_time_inference_goes_on_until_min_iterations():
+    """When min_seconds is reached first, timing continues until min_iterations samples."""
+    recorder = Recorder(sleep_s=0.002)
+    samples = time_inference(recorder.model, BATCH, settings(min_iterations=12, min_seconds=0.001), recorder.synchronize)
+    assert len(samples) == 12
+
+
+@pytest.mark.parametrize("min_iterations", [1, 7])
+def test_time_inference_respects_max_iterations(min_iterations):
+    """max_iterations caps the samples while min_seconds is still unmet (settings keep min <= max iterations)."""
+    recorder = Recorder()
+    samples = time_inference(
+        recorder.model, BATCH, settings(min_iterations=min_iterations, min_seconds=60.0, max_iterations=7), recorder.synchronize
+    )
+    assert len(samples) == 7
+    assert recorder.forwards == 7
+
+
+def test_serialized_size_grows_with_parameters():
+    """A model with more parameters serializes to more bytes (at least 4 per float32, plus some framing)."""
+    small, large = nn.Linear(10, 10), nn.Linear(100, 100)
+    small_size, large_size = serialized_size_bytes(small), serialized_size_bytes(large)
+    assert small_size > 4 * 110
+    assert large_size > 4 * 10100
+    assert large_size - small_size == pytest.approx(4 * (10100 - 110), abs=512)
+    assert size_metrics(large)["size_bytes"] == large_size
+
+
+def test_compressed_size_shows_zeros():
+    """Zeroed weights compress far better than random ones."""
+    random_model, zero_model = nn.Linear(100, 100), nn.Linear(100, 100)
+    with torch.no_grad():
+        for parameter in zero_model.parameters():
+            parameter.zero_()
+    random_sizes, zero_sizes = size_metrics(random_model), size_metrics(zero_model)
+    assert zero_sizes["size_bytes"] == random_sizes["size_bytes"]
+    assert zero_sizes["size_compressed_bytes"] < random_sizes["size_compressed_bytes"] / 4
+
+
+def test_count_parameters_counts_zeros():
+    """Zeroing half of a weight leaves the total unchanged and removes those from the non-zero count."""
+    model = nn.Linear(10, 20)
+    assert count_parameters(model) == (220, 220)
+    with torch.no_grad():
+        model.bias.fill_(1.0)
+        model.weight[:10] = 0.0
+    assert count_parameters(model) == (220, 120)
+
+
+def test_count_flops_of_linear():
+    """A Linear(10, 20) forward on one sample is 2 * 10 * 20 FLOPs, whatever the batch given."""
+    assert count_flops(nn.Linear(10, 20), torch.randn(1, 10)) == 2 * 10 * 20
+    assert count_flops(nn.Linear(10, 20), torch.randn(5, 10)) == 2 * 10 * 20
+
+
+def test_count_flops_returns_none_when_it_cannot_count():
+    """A model whose forward fails gives None instead of raising."""
+    assert count_flops(nn.Linear(10, 20), torch.randn(1, 3)) is None
+
+
+def test_example_batch_repeats_samples():
+    """Too few inputs are repeated in order to fill the batch; enough inputs are truncated."""
+    inputs = torch.arange(3 * 2, dtype=torch.float32).view(3, 1, 2)
+    batch = example_batch(inputs, 8)
+    assert batch.shape == (8, 1, 2)
+    assert batch.is_contiguous()
+    for row in range(8):
+        assert torch.equal(batch[row], inputs[row % 3])
+    assert torch.equal(example_batch(inputs, 2), inputs[:2])
+    assert torch.equal(example_batch(inputs, 3), inputs)
+
+
+def test_bootstrap_memory_is_bounded(monkeypatch):
+    """Resampling happens in chunks: the interval is the same whatever the chunk size."""
+    from benchharness import measure
+
+    rng = np.random.default_rng(1)
+    samples = list(rng.normal(10.0, 1.0, size=500))
+    whole = measure.bootstrap_median_ci(samples)
+    monkeypatch.setattr(measure, "BOOTSTRAP_CHUNK_ELEMENTS", 500 * 7)
+    assert measure.bootstrap_median_ci(samples) == pytest.approx(whole, rel=0.02)
