@@ -8,9 +8,10 @@ describes itself with ``DESCRIPTION``; configurable ones declare a pydantic
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 from pydantic import BaseModel, ConfigDict
 
@@ -167,6 +168,15 @@ class Probe:
         """Peak memory used since the last reset, or None when unknown."""
         return None
 
+    @contextmanager
+    def sample(self) -> Iterator[dict[str, Any]]:
+        """Sample the hardware (power, clocks, utilisation, energy) while the block runs.
+
+        Yields a dict that is filled with the aggregated samples when the block ends; empty
+        for probes that cannot sample.
+        """
+        yield {}
+
 
 @dataclass
 class Step:
@@ -215,6 +225,7 @@ class CellContext:
     trained_model: Callable[[str], "nn.Module"]
     notes: dict[str, Any] = field(default_factory=dict)
     workdir: Path | None = None
+    plugin_options: Any = None
 
     def calibration_batches(self, count: int, batch_size: int | None = None) -> list["torch.Tensor"]:
         """The first ``count`` training batches (inputs only), e.g. to calibrate quantization."""

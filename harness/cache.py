@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 CACHE_ENV = "BENCHHARNESS_CACHE_DIR"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PAYLOAD = "state.pt"
 META = "meta.json"
 

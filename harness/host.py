@@ -32,6 +32,8 @@ DEFAULT_PLUGINS = (
     "benchharness.plugins.prune",
     "benchharness.plugins.quantize",
     "benchharness.plugins.distill",
+    "benchharness.plugins.amp",
+    "benchharness.plugins.ddp",
     "benchharness.plugins.models",
     "benchharness.plugins.datasets",
     "benchharness.plugins.cpu_probe",

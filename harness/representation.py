@@ -1,7 +1,8 @@
 """What a model's representation allows: can a speedup be expected from it at all?
 
 The answer comes from inspecting the modules and tensors, whatever technique
-produced them: fake-quantized modules and pruning masks cost time, zeros in
+produced them (a module that changes how the model runs, such as an autocast
+wrapper, says so in a ``benchharness_speedup = (expected, reason)`` attribute): fake-quantized modules and pruning masks cost time, zeros in
 dense tensors cost the same as any other value, while int8 kernels and
 removed channels really do less work.
 """
@@ -69,12 +70,15 @@ def inspect_representation(model: nn.Module, reference_params: int) -> dict[str,
     dtypes = sorted({str(p.dtype).replace("torch.", "") for p in model.parameters()})
     params, nonzero = count_parameters(model)
     sparsity = 1.0 - nonzero / params if params else 0.0
+    declared = [module.benchharness_speedup for module in modules if hasattr(module, "benchharness_speedup")]
     if fake_quantized:
         expected, reason = False, "fake-quantized modules simulate int8 in floating point: slower, not faster"
     elif masked:
         expected, reason = False, "pruning masks are applied in every forward pass: no speedup"
     elif quantized:
         expected, reason = True, f"{quantized} modules run int8 kernels"
+    elif declared:
+        expected, reason = declared[0]
     elif reference_params and params < STRUCTURAL_REDUCTION * reference_params:
         expected, reason = True, f"channels removed: {params / reference_params:.0%} of the parameters remain, in smaller dense layers"
     elif any(dtype in ("float16", "bfloat16") for dtype in dtypes):

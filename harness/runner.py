@@ -8,6 +8,7 @@ interpreter: a crash, a hang, a CUDA error or a leak ends with its worker.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import time
 from collections import Counter
@@ -68,6 +69,16 @@ def _receive(receiver: Any) -> dict[str, Any] | None:
         return receiver.recv() if receiver.poll(0) else None
     except (EOFError, OSError):
         return None
+
+
+def _kill_process_group(pid: int | None) -> None:
+    """Kill whatever the worker left behind (e.g. DDP processes): workers lead their own process group."""
+    if pid is None:
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _signal_name(exitcode: int) -> str:
@@ -138,33 +149,38 @@ class Runner:
         process.start()
         sender.close()
         try:
-            while True:
-                if receiver.poll(0.1) or not process.is_alive():
-                    result = _receive(receiver)
-                    process.join(10)
-                    if process.is_alive():
-                        process.kill()
-                        process.join()
-                    if result is not None:
-                        return result
-                    code = process.exitcode
-                    how = f"killed by {_signal_name(code)}" if code is not None and code < 0 else f"exited with code {code}"
-                    return {"status": "failed", "error_type": "crash", "error_message": f"worker {how} before reporting", "traceback": log_tail(log_path)}
-                if time.monotonic() > deadline:
-                    process.kill()
-                    process.join()
-                    return {
-                        "status": "timeout",
-                        "error_type": "timeout",
-                        "error_message": f"cell exceeded run.cell_timeout_s = {timeout:g} s and its worker was killed",
-                        "traceback": log_tail(log_path),
-                    }
+            return self._wait(process, receiver, log_path, timeout, deadline)
         except KeyboardInterrupt:
             process.kill()
             process.join()
             return None
         finally:
+            _kill_process_group(process.pid)
             receiver.close()
+
+    def _wait(self, process: Any, receiver: Any, log_path: Path, timeout: float, deadline: float) -> dict[str, Any]:
+        """Wait for the worker's result, its death, or the deadline."""
+        while True:
+            if receiver.poll(0.1) or not process.is_alive():
+                result = _receive(receiver)
+                process.join(10)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+                if result is not None:
+                    return result
+                code = process.exitcode
+                how = f"killed by {_signal_name(code)}" if code is not None and code < 0 else f"exited with code {code}"
+                return {"status": "failed", "error_type": "crash", "error_message": f"worker {how} before reporting", "traceback": log_tail(log_path)}
+            if time.monotonic() > deadline:
+                process.kill()
+                process.join()
+                return {
+                    "status": "timeout",
+                    "error_type": "timeout",
+                    "error_message": f"cell exceeded run.cell_timeout_s = {timeout:g} s and its worker was killed",
+                    "traceback": log_tail(log_path),
+                }
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self._interrupts += 1

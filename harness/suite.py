@@ -73,6 +73,7 @@ class TrainBudget(Section):
     weight_decay: float = Field(5e-4, ge=0, le=1, description="L2 weight decay.")
     schedule: Literal["constant", "cosine", "onecycle"] = Field("onecycle", description="Learning-rate schedule, stepped every batch.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy loss.")
+    channels_last: bool = Field(False, description="Keep image batches and convolution weights in channels-last layout (faster on recent GPUs).")
 
 
 class MeasureSettings(Section):

@@ -8,7 +8,7 @@ the loop never waits on the host between steps.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -48,39 +48,63 @@ class Trainer:
         self.device = device
         self.seed = seed
         self.synchronize = synchronize
+        self.autocast_dtype: torch.dtype | None = None
         self.train_seconds = 0.0
         self.samples_seen = 0
 
-    def fit(self, model: nn.Module, data: Data, loss_fn: LossFn | None = None, epochs: int | None = None) -> nn.Module:
+    def _epoch_order(self, count: int, epoch: int, generator: torch.Generator, sampler: Any) -> torch.Tensor:
+        if sampler is None:
+            return torch.randperm(count, generator=generator).to(self.device)
+        sampler.set_epoch(epoch)
+        return torch.tensor(list(sampler), dtype=torch.long, device=self.device)
+
+    def fit(
+        self,
+        model: nn.Module,
+        data: Data,
+        loss_fn: LossFn | None = None,
+        epochs: int | None = None,
+        sampler: Any = None,
+        batch_size: int | None = None,
+    ) -> nn.Module:
         """Train ``model`` in place on ``data``'s train split and return it.
 
         ``loss_fn(logits, inputs, targets)`` replaces the cross-entropy loss (e.g. for distillation);
-        ``epochs`` overrides the budget's. Raises :class:`Diverged` on a NaN or infinite loss.
+        ``epochs`` and ``batch_size`` override the budget's; ``sampler`` (e.g. a DistributedSampler
+        over the sample indices) chooses each epoch's samples. Under ``autocast_dtype`` the forward
+        pass runs in torch.autocast, with a GradScaler for float16. Raises :class:`Diverged` on a NaN
+        or infinite loss.
         """
         budget = self.budget
         epochs = budget.epochs if epochs is None else epochs
+        batch_size = batch_size or budget.batch_size
         criterion = nn.CrossEntropyLoss(label_smoothing=budget.label_smoothing)
         loss_fn = loss_fn or (lambda logits, inputs, targets: criterion(logits, targets))
-        inputs, targets = data.x_train.to(self.device), data.y_train.to(self.device)
-        count = inputs.shape[0]
-        steps_per_epoch = -(-count // budget.batch_size)
+        inputs, targets = to_memory_format(data.x_train.to(self.device), budget.channels_last), data.y_train.to(self.device)
+        count = len(sampler) if sampler is not None else inputs.shape[0]
         optimizer = make_optimizer(model, budget)
-        schedule = make_schedule(optimizer, budget, epochs * steps_per_epoch)
+        schedule = make_schedule(optimizer, budget, epochs * -(-count // batch_size))
         generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        autocast = self.autocast_dtype is not None
+        scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast_dtype == torch.float16)
         model.to(self.device).train()
+        if budget.channels_last:
+            model.to(memory_format=torch.channels_last)
         started = time.perf_counter()
         for epoch in range(epochs):
-            order = torch.randperm(count, generator=generator).to(self.device)
+            order = self._epoch_order(inputs.shape[0], epoch, generator, sampler)
             loss_sum = torch.zeros((), device=self.device)
-            for start in range(0, count, budget.batch_size):
-                index = order[start : start + budget.batch_size]
+            for start in range(0, count, batch_size):
+                index = order[start : start + batch_size]
                 batch, labels = inputs[index], targets[index]
-                loss = loss_fn(model(batch), batch, labels)
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=autocast):
+                    loss = loss_fn(model(batch), batch, labels)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 schedule.step()
-                loss_sum += loss.detach()
+                loss_sum += loss.detach().float()
             if not torch.isfinite(loss_sum):
                 raise Diverged(f"loss became {loss_sum.item()} in epoch {epoch + 1} of {epochs}; lower the learning rate")
         self.synchronize()
@@ -88,6 +112,11 @@ class Trainer:
         self.samples_seen += epochs * count
         model.eval()
         return model
+
+
+def to_memory_format(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    """``tensor`` in channels-last layout when asked and when it is a batch of images (4-D)."""
+    return tensor.contiguous(memory_format=torch.channels_last) if channels_last and tensor.dim() == 4 else tensor
 
 
 @torch.inference_mode()

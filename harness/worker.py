@@ -29,7 +29,7 @@ from benchharness.measure import count_flops, example_batch, size_metrics, summa
 from benchharness.representation import count_parameters, inspect_representation
 from benchharness.host import DEFAULT_PLUGINS, PluginHost, PluginOptions
 from benchharness.suite import Suite, split_model_name
-from benchharness.train import Trainer, evaluate_accuracy
+from benchharness.train import Trainer, evaluate_accuracy, to_memory_format
 
 TRACEBACK_LINES = 40
 
@@ -79,17 +79,29 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def time_batch_size(model: torch.nn.Module, inputs: torch.Tensor, size: int, settings: Any, probe: Probe) -> dict[str, Any]:
+    """Latency statistics at one batch size, with the probe's samples (power, energy, throttling) taken meanwhile."""
+    with probe.sample() as samples:
+        times = time_inference(model, example_batch(inputs, size), settings, probe.synchronize)
+    entry = summarise_latency(times, size)
+    entry.update(samples)
+    if "energy_j" in samples:
+        entry["energy_j_per_sample"] = samples["energy_j"] / ((settings.warmup + len(times)) * size)
+    return entry
+
+
 def measure_model(model: torch.nn.Module, data: Data, suite: Suite, probe: Probe, device: torch.device, reference_params: int) -> dict[str, Any]:
     """Accuracy, size, parameters, FLOPs, representation, peak inference memory and latency at every batch size."""
     settings = suite.spec.measure
-    inputs = data.x_test.to(device)
+    representation = inspect_representation(model, reference_params)
+    channels_last = suite.spec.train.channels_last
+    if channels_last and not representation["quantized_modules"]:
+        model.to(memory_format=torch.channels_last)
+    inputs = to_memory_format(data.x_test.to(device), channels_last)
     accuracy = evaluate_accuracy(model, data, settings.eval_batch_size, device)
     params, params_nonzero = count_parameters(model)
     probe.reset_peak_memory()
-    latency = [
-        summarise_latency(time_inference(model, example_batch(inputs, size), settings, probe.synchronize), size)
-        for size in settings.batch_sizes
-    ]
+    latency = [time_batch_size(model, inputs, size, settings, probe) for size in settings.batch_sizes]
     metrics = {
         "accuracy_top1": accuracy,
         **size_metrics(model),
@@ -97,8 +109,10 @@ def measure_model(model: torch.nn.Module, data: Data, suite: Suite, probe: Probe
         "params_nonzero": params_nonzero,
         "flops": count_flops(model, inputs[:1]),
         "peak_mem_bytes": probe.peak_memory_bytes(),
-        **inspect_representation(model, reference_params),
+        **representation,
     }
+    if any("gpu_throttled" in entry for entry in latency):
+        metrics["gpu_throttled"] = any(entry.get("gpu_throttled") for entry in latency)
     return {"metrics": metrics, "latency": latency}
 
 
@@ -155,14 +169,18 @@ class CellRun:
         lineage = lineage + [{"step": step_name, "config": config.model_dump(mode="json")}]
         use_cache = self.cache is not None and technique.cacheable(config)
         key = cache_key(lineage) if use_cache else None
-        state = self.cache.load(key) if use_cache else None
-        if state is not None:
-            model = technique.restore(model, config, context, state)
+        entry = self.cache.load(key) if use_cache else None
+        if entry is not None:
+            model = technique.restore(model, config, context, entry["state"])
+            context.notes.update(entry["notes"])
             self.cache_hits.append(label)
         else:
+            notes_before = dict(context.notes)
             model = technique.apply(model, config, context)
             if use_cache:
-                self.cache.save(key, technique.cache_state(model, config), f"{step_name} of {lineage[0]['model']} on {lineage[0]['data']['name']}")
+                notes = {key: value for key, value in context.notes.items() if notes_before.get(key, object()) != value}
+                description = f"{step_name} of {lineage[0]['model']} on {lineage[0]['data']['name']}"
+                self.cache.save(key, {"state": technique.cache_state(model, config), "notes": notes}, description)
         return model, lineage
 
     def trained_model(self, name: str) -> torch.nn.Module:
@@ -176,7 +194,7 @@ class CellRun:
         """The context techniques see."""
         return CellContext(
             self.cell, self.suite, self.data, self.probe, self.device, self.trainer, self.fresh_model, self.trained_model,
-            notes=self.notes, workdir=self.task.workdir,
+            notes=self.notes, workdir=self.task.workdir, plugin_options=self.task.plugins,
         )
 
     def check_supported(self) -> None:
@@ -243,6 +261,7 @@ def ready() -> None:
 def run_in_worker(task: CellTask, connection: Any, log_path: str) -> None:
     """Entry point of a worker process: run the cell, send its record, exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.setpgrp()
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from contextlib import contextmanager
 from typing import Any
 
 from benchharness import Probe, hookimpl
+
+SAMPLE_INTERVAL_S = 0.02
+THROTTLE_REASONS = {
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+}
 
 
 def _decode(value: Any) -> Any:
@@ -32,6 +44,91 @@ def nvml_describe(pynvml: Any, index: int = 0) -> dict[str, Any]:
         except pynvml.NVMLError:
             facts[key] = None
     return facts
+
+
+class NvmlSampler:
+    """Samples one GPU through NVML in a background thread: power, utilisation, SM clock, temperature, throttling."""
+
+    def __init__(self, pynvml: Any, index: int = 0, interval_s: float = SAMPLE_INTERVAL_S):
+        self.nvml = pynvml
+        self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        self.interval_s = interval_s
+        self.samples: list[dict[str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="nvml-sampler", daemon=True)
+
+    def _energy_mj(self) -> float | None:
+        try:
+            return float(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+        except self.nvml.NVMLError:
+            return None
+
+    def _throttle_bits(self) -> int:
+        read = getattr(self.nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or self.nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        return int(read(self.handle))
+
+    def _read(self) -> dict[str, float]:
+        nvml, handle = self.nvml, self.handle
+        sample: dict[str, float] = {"t": time.perf_counter()}
+        readings = {
+            "power_w": lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0,
+            "util_pct": lambda: nvml.nvmlDeviceGetUtilizationRates(handle).gpu,
+            "sm_clock_mhz": lambda: nvml.nvmlDeviceGetClockInfo(handle, nvml.NVML_CLOCK_SM),
+            "temperature_c": lambda: nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU),
+            "throttle_bits": self._throttle_bits,
+        }
+        for key, read in readings.items():
+            try:
+                sample[key] = float(read())
+            except nvml.NVMLError:
+                pass
+        return sample
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(self._read())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "NvmlSampler":
+        self._energy_start = self._energy_mj()
+        self._started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(self._read())
+        self._energy_end = self._energy_mj()
+        self._ended = time.perf_counter()
+
+    def summary(self) -> dict[str, Any]:
+        """Aggregates of the samples, energy in joules and how it was obtained, and whether the GPU throttled."""
+        def values(key: str) -> list[float]:
+            return [sample[key] for sample in self.samples if key in sample]
+
+        summary: dict[str, Any] = {"gpu_samples": len(self.samples), "gpu_sampled_s": self._ended - self._started}
+        for key, name in (("power_w", "gpu_power"), ("util_pct", "gpu_util"), ("sm_clock_mhz", "gpu_sm_clock"), ("temperature_c", "gpu_temperature")):
+            found = values(key)
+            if found:
+                unit = key.rsplit("_", 1)[1]
+                summary[f"{name}_mean_{unit}"] = sum(found) / len(found)
+                summary[f"{name}_max_{unit}"] = max(found)
+        if self._energy_start is not None and self._energy_end is not None:
+            summary["energy_j"] = (self._energy_end - self._energy_start) / 1000.0
+            summary["energy_method"] = "nvml_total_energy_counter"
+        else:
+            timed = [(sample["t"], sample["power_w"]) for sample in self.samples if "power_w" in sample]
+            if len(timed) >= 2:
+                summary["energy_j"] = sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(timed, timed[1:]))
+                summary["energy_method"] = "integrated_power_samples"
+        bits = 0
+        for found in values("throttle_bits"):
+            bits |= int(found)
+        reasons = [name for bit, name in THROTTLE_REASONS.items() if bits & bit]
+        summary["gpu_throttle_reasons"] = reasons
+        summary["gpu_throttled"] = bool(reasons)
+        return summary
 
 
 class CudaProbe(Probe):
@@ -113,6 +210,21 @@ class CudaProbe(Probe):
         import torch
 
         return int(torch.cuda.max_memory_allocated())
+
+    @contextmanager
+    def sample(self):
+        pynvml, reason = self._nvml()
+        results: dict[str, Any] = {}
+        if pynvml is None:
+            results["gpu_sampling"] = reason
+            yield results
+            return
+        try:
+            with NvmlSampler(pynvml) as sampler:
+                yield results
+            results.update(sampler.summary())
+        finally:
+            pynvml.nvmlShutdown()
 
 
 @hookimpl

@@ -62,11 +62,6 @@ class Distill(Technique):
         self._record(model, config, context, teacher)
         return model
 
-    def restore(self, model, config, context, state):
-        model = super().restore(model, config, context, state)
-        self._record(model, config, context, context.trained_model(config.teacher))
-        return model
-
     def _record(self, student, config, context, teacher):
         """Note the teacher's accuracy and the same student trained without a teacher."""
         from benchharness.train import evaluate_accuracy

@@ -53,13 +53,16 @@ def _dynamic(model, config, context):
     return torch.ao.quantization.quantize_dynamic(model.cpu().eval(), {nn.Linear, nn.LSTM}, dtype=torch.qint8)
 
 
-def _prepare_static(model, config, context):
+def _prepare(model, config, context, for_training: bool):
+    """The FX-prepared model: observers for static quantization, fake quantization for QAT."""
     import torch
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import prepare_fx
+    from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
 
     torch.backends.quantized.engine = config.backend
     example = (context.data.x_train[:1].cpu(),)
+    if for_training:
+        return prepare_qat_fx(model.cpu().train(), get_default_qat_qconfig_mapping(config.backend), example)
     return prepare_fx(model.cpu().eval(), get_default_qconfig_mapping(config.backend), example)
 
 
@@ -67,27 +70,17 @@ def _static(model, config, context):
     import torch
     from torch.ao.quantization.quantize_fx import convert_fx
 
-    prepared = _prepare_static(model, config, context)
+    prepared = _prepare(model, config, context, for_training=False)
     with torch.inference_mode():
         for batch in context.calibration_batches(config.calibration_batches):
             prepared(batch.cpu())
     return convert_fx(prepared)
 
 
-def _prepare_qat(model, config, context):
-    import torch
-    from torch.ao.quantization import get_default_qat_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import prepare_qat_fx
-
-    torch.backends.quantized.engine = config.backend
-    example = (context.data.x_train[:1].cpu(),)
-    return prepare_qat_fx(model.cpu().train(), get_default_qat_qconfig_mapping(config.backend), example)
-
-
 def _qat(model, config, context):
     from torch.ao.quantization.quantize_fx import convert_fx
 
-    prepared = _prepare_qat(model, config, context)
+    prepared = _prepare(model, config, context, for_training=True)
     context.trainer.fit(prepared, context.data, epochs=config.qat_epochs)
     return convert_fx(prepared.cpu().eval())
 
@@ -144,7 +137,7 @@ class Quantize(Technique):
         from torch.ao.quantization.quantize_fx import convert_fx
 
         with quiet_deprecations():
-            converted = convert_fx(_prepare_qat(model, config, context).eval())
+            converted = convert_fx(_prepare(model, config, context, for_training=True).eval())
             converted.load_state_dict(state["state_dict"])
         return converted
 

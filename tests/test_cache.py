@@ -127,7 +127,9 @@ def test_second_run_trains_nothing(two_runs):
         assert first[cell_id]["metrics"]["train_samples"] > 0
         assert record["metrics"]["train_samples"] == 0, cell_id
         assert record["metrics"]["accuracy_top1"] == first[cell_id]["metrics"]["accuracy_top1"], cell_id
-    assert second["mlp/pipeline/cpu/r0"]["cache_hits"] == ["train:mlp", "train:mlp", "distill", "prune"]
+    assert second["mlp/pipeline/cpu/r0"]["cache_hits"] == ["distill", "prune"]
+    assert second["mlp/pipeline/cpu/r0"]["notes"] == first["mlp/pipeline/cpu/r0"]["notes"]
+    assert "distill_gain_top1" in second["mlp/pipeline/cpu/r0"]["notes"]
     assert second["mlp/qat/cpu/r0"]["cache_hits"] == ["train", "quantize"]
 
 
