@@ -66,10 +66,11 @@ def cli() -> None:
 @click.argument("suite", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--resume", type=click.Path(file_okay=False, path_type=Path), help="Run only the cells missing from this run directory.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True, help="Where run directories are created.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a suite value, e.g. --set train.epochs=1 or --set 'techniques[2].ddp.node_rank=1' (repeatable).")
 @click.option("--no-cache", is_flag=True, help="Train everything afresh: neither read nor write the artifact cache.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Artifact cache directory [default: $BENCHHARNESS_CACHE_DIR or ~/.cache/benchharness].")
 @plugin_option
-def run(suite: Path | None, resume: Path | None, out: Path, no_cache: bool, cache_dir: Path | None, plugins: tuple[str, ...]) -> None:
+def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str, ...], no_cache: bool, cache_dir: Path | None, plugins: tuple[str, ...]) -> None:
     """Run every cell of SUITE (default: the bundled quick suite).
 
     Results go to OUT/<suite>-<timestamp>/results.jsonl, one JSON record per
@@ -86,15 +87,15 @@ def run(suite: Path | None, resume: Path | None, out: Path, no_cache: bool, cach
 
     try:
         if resume:
-            if suite:
-                raise HarnessError("give either SUITE or --resume RUN_DIR, not both")
+            if suite or overrides:
+                raise HarnessError("--resume RUN_DIR reruns the suite as it was started: give no SUITE and no --set with it")
             run_dir = RunDir.open(resume)
             info = run_dir.read_info()
             host = make_host(tuple(info.get("plugin_options", {}).get("extra", ())) + plugins)
-            loaded = load_suite_text(info["suite"]["text"], info["suite"]["source"], host, default_name=info["suite"]["name"])
+            loaded = load_suite_text(info["suite"]["text"], info["suite"]["source"], host, info["suite"]["name"], info["suite"].get("overrides"))
         else:
             host = make_host(plugins)
-            loaded = load_suite(suite or default_suite(), host)
+            loaded = load_suite(suite or default_suite(), host, list(overrides))
             run_dir = RunDir.create(out, loaded.name)
             run_dir.write_info(run_info(loaded, host))
     except HarnessError as error:
@@ -138,7 +139,7 @@ def run_info(suite: Any, host: PluginHost) -> dict[str, Any]:
     from benchharness.store import environment, now_iso
 
     return {
-        "suite": {"name": suite.name, "source": suite.source, "sha256": suite.sha256, "text": suite.text},
+        "suite": {"name": suite.name, "source": suite.source, "sha256": suite.sha256, "text": suite.text, "overrides": suite.overrides},
         "created_at": now_iso(),
         "environment": environment(suite.source),
         "probes": describe_probes(host),
@@ -167,15 +168,16 @@ def describe_probes(host: PluginHost) -> dict[str, Any]:
 
 @cli.command()
 @click.argument("suite", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a suite value, as for `run`.")
 @plugin_option
-def validate(suite: Path, plugins: tuple[str, ...]) -> None:
+def validate(suite: Path, overrides: tuple[str, ...], plugins: tuple[str, ...]) -> None:
     """Check SUITE and print its expanded matrix; writes nothing. Exit code 2 when invalid."""
     from benchharness.matrix import expand
     from benchharness.suite import load_suite
 
     host = make_host(plugins)
     try:
-        loaded = load_suite(suite, host)
+        loaded = load_suite(suite, host, list(overrides))
     except SuiteError as error:
         fail(error)
     cells = expand(loaded)

@@ -143,6 +143,7 @@ class Suite(BaseModel):
     name: str
     source: str
     text: str
+    overrides: list[str] = Field(default_factory=list, description="--set overrides applied on top of the text.")
     sha256: str
     step_configs: list[dict[str, dict[str, Any]]] = Field(description="Per technique entry, per step, the validated config.")
     data_config: dict[str, Any]
@@ -212,8 +213,52 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         raise SuiteError(source, [SuiteProblem("", f"TOML syntax error: {error}", "fix the TOML syntax", line)]) from None
 
 
-def load_suite(path: str | Path, host: "PluginHost") -> Suite:
-    """Read, parse and validate the suite at ``path``."""
+_KEY_PART = re.compile(r"([A-Za-z0-9_-]+)((?:\[\d+\])*)$")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """Set ``dotted.key[index]=value`` overrides (values in TOML syntax, bare words as strings) on parsed TOML."""
+    problems = []
+    for override in overrides:
+        path, equals, value_text = override.partition("=")
+        if not equals or not path.strip():
+            problems.append(SuiteProblem(override, "an override must look like key.path=value", "e.g. --set train.epochs=1"))
+            continue
+        try:
+            value = tomllib.loads(f"value = {value_text}")["value"]
+        except tomllib.TOMLDecodeError:
+            value = value_text
+        target: Any = raw
+        steps: list[str | int] = []
+        for part in path.strip().split("."):
+            match = _KEY_PART.match(part)
+            if not match:
+                steps = []
+                break
+            steps.append(match.group(1))
+            steps += [int(index) for index in re.findall(r"\[(\d+)\]", match.group(2))]
+        if not steps:
+            problems.append(SuiteProblem(path, "cannot parse this key path", "write keys separated by dots, list items as [index]"))
+            continue
+        try:
+            for step, following in zip(steps, steps[1:]):
+                if isinstance(step, str) and isinstance(target, dict):
+                    target = target.setdefault(step, [] if isinstance(following, int) else {})
+                else:
+                    target = target[step]
+            last = steps[-1]
+            if isinstance(last, int) and not isinstance(target, list):
+                raise TypeError
+            target[last] = value
+        except (IndexError, KeyError, TypeError):
+            problems.append(SuiteProblem(path, "the suite has no such place to set", "check the key path and list indexes"))
+    if problems:
+        raise SuiteError(source, problems)
+    return raw
+
+
+def load_suite(path: str | Path, host: "PluginHost", overrides: list[str] | None = None) -> Suite:
+    """Read, parse and validate the suite at ``path``, with ``--set`` overrides applied."""
     path = Path(path)
     try:
         text = path.read_bytes().decode("utf-8")
@@ -221,12 +266,13 @@ def load_suite(path: str | Path, host: "PluginHost") -> Suite:
         raise SuiteError(str(path), [SuiteProblem("", f"cannot read the file: {error.strerror or error}", "check the path")]) from None
     except UnicodeDecodeError as error:
         raise SuiteError(str(path), [SuiteProblem("", f"the file is not UTF-8 text: {error}", "save it as UTF-8")]) from None
-    return load_suite_text(text, str(path), host, default_name=path.stem)
+    return load_suite_text(text, str(path), host, default_name=path.stem, overrides=overrides)
 
 
-def load_suite_text(text: str, source: str, host: "PluginHost", default_name: str = "suite") -> Suite:
-    """Parse and validate suite ``text``; ``source`` names it in errors."""
-    raw = parse_toml(text, source)
+def load_suite_text(text: str, source: str, host: "PluginHost", default_name: str = "suite", overrides: list[str] | None = None) -> Suite:
+    """Parse and validate suite ``text`` with ``overrides`` applied; ``source`` names it in errors."""
+    overrides = list(overrides or [])
+    raw = apply_overrides(parse_toml(text, source), overrides, source)
     try:
         spec = SuiteSpec.model_validate(raw)
     except ValidationError as error:
@@ -242,7 +288,8 @@ def load_suite_text(text: str, source: str, host: "PluginHost", default_name: st
         name=spec.name or default_name,
         source=source,
         text=text,
-        sha256=hashlib.sha256(text.encode()).hexdigest(),
+        overrides=overrides,
+        sha256=hashlib.sha256((text + "".join(f"\n--set {item}" for item in overrides)).encode()).hexdigest(),
         step_configs=step_configs,
         data_config=data_config,
     )

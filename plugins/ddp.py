@@ -111,6 +111,7 @@ class Ddp(Technique):
             spec = {
                 "suite_text": context.suite.text,
                 "suite_source": context.suite.source,
+                "overrides": context.suite.overrides,
                 "plugins": list(context.plugin_options.extra),
                 "entry_points": context.plugin_options.entry_points,
                 "cell": context.cell.as_dict(),
@@ -163,7 +164,7 @@ def train_rank(spec: dict) -> None:
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     torch.set_num_threads(spec["threads"])
     host = PluginHost(PluginOptions(extra=tuple(spec["plugins"]), entry_points=spec["entry_points"]))
-    suite = load_suite_text(spec["suite_text"], spec["suite_source"], host)
+    suite = load_suite_text(spec["suite_text"], spec["suite_source"], host, overrides=spec["overrides"])
     if spec["device_type"] == "cuda":
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)

@@ -499,3 +499,34 @@ def test_crlf_file_hash_matches_its_bytes(host, tmp_path):
     path.write_bytes(MINIMAL.replace("\n", "\r\n").encode())
     suite = load_suite(path, host)
     assert suite.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "override, check",
+    [
+        ("train.epochs=1", lambda spec: spec.train.epochs == 1),
+        ("measure.batch_sizes=[1, 8]", lambda spec: spec.measure.batch_sizes == [1, 8]),
+        ("models=['mlp']", lambda spec: spec.models == ["mlp"]),
+        ("techniques[0].steps[0]=prune", lambda spec: spec.techniques[0].steps == ["prune"]),
+        ("techniques[0].name=renamed", lambda spec: spec.techniques[0].label == "renamed"),
+        ("run.cache=false", lambda spec: spec.run.cache is False),
+    ],
+)
+def test_set_overrides(host, write_suite, override, check):
+    """--set values land where their key path says, typed as TOML values (bare words are strings)."""
+    suite = load_suite(write_suite(MINIMAL + '[[techniques]]\nsteps = ["baseline"]\n'), host, [override])
+    assert check(suite.spec)
+    assert suite.overrides == [override]
+
+
+def test_overrides_change_the_hash(host, write_suite):
+    """A suite run with overrides has another hash than the file alone."""
+    path = write_suite(MINIMAL)
+    assert load_suite(path, host).sha256 != load_suite(path, host, ["train.epochs=1"]).sha256
+
+
+@pytest.mark.parametrize("override, words", [("train.epochs", "key.path=value"), ("techniques[5].name=x", "no such place"), ("train.epochs=-3", "train.epochs")])
+def test_bad_overrides(host, write_suite, override, words):
+    """A malformed or misplaced override, or a value that fails validation, is a suite error naming it."""
+    with pytest.raises(SuiteError, match=words.replace("[", r"\[").replace(".", r"\.")):
+        load_suite(write_suite(MINIMAL), host, [override])
