@@ -1,9 +1,10 @@
 """Content-addressed cache of trained models (baselines, teachers, fine-tuned results).
 
 An entry's key is the SHA-256 of everything that determines the model: the
-model, the data set and its parameters, the training budget, the seed, the
-device type, every technique step (with its config) up to that point, and the
-versions of torch, torchvision and benchharness. Entries are written
+model, the data set and its parameters, the training budget, the seed, every
+technique step (with its config) up to that point, and the versions of torch,
+torchvision and benchharness. The device is deliberately not part of it, so
+that CPU cells measure the model trained on the GPU in the same run. Entries are written
 atomically with the SHA-256 of their payload; a payload whose hash does not
 match is deleted and rebuilt, never loaded. Payloads load with
 ``weights_only=True``, so a tampered file cannot run code.
@@ -26,7 +27,7 @@ from typing import Any
 import torch
 
 CACHE_ENV = "BENCHHARNESS_CACHE_DIR"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 PAYLOAD = "state.pt"
 META = "meta.json"
 

@@ -146,14 +146,17 @@ class CellRun:
         self.notes: dict[str, Any] = {}
 
     def lineage_root(self, model_name: str) -> dict[str, Any]:
-        """What determines a freshly initialised, untrained model of this cell."""
+        """What determines a freshly initialised, untrained model of this cell.
+
+        The device is not part of it: a model trained on the GPU is reused by the same cell on
+        the CPU (``notes.trained_on`` says where it was trained).
+        """
         suite = self.suite
         return {
             "model": model_name,
             "data": {"name": suite.spec.data.name, **suite.data_config},
             "train": suite.spec.train.model_dump(mode="json"),
             "seed": self.cell.seed,
-            "device": self.probe.DEVICE,
             "versions": library_versions(),
         }
 
@@ -175,8 +178,10 @@ class CellRun:
             context.notes.update(entry["notes"])
             self.cache_hits.append(label)
         else:
-            notes_before = dict(context.notes)
+            notes_before, samples_before = dict(context.notes), self.trainer.samples_seen
             model = technique.apply(model, config, context)
+            if self.trainer.samples_seen > samples_before:
+                context.notes["trained_on"] = self.probe.DEVICE
             if use_cache:
                 notes = {key: value for key, value in context.notes.items() if notes_before.get(key, object()) != value}
                 description = f"{step_name} of {lineage[0]['model']} on {lineage[0]['data']['name']}"

@@ -70,16 +70,21 @@ def fake_labels(batch_index: int, count: int = CIFAR_PER_BATCH) -> list[int]:
     return [(batch_index * count + i) % 10 for i in range(count)]
 
 
-@pytest.fixture
-def cifar_dir(tmp_path):
-    """tmp_path holding cifar-10-batches-py/ with five train batches and a test batch of 4 images each."""
-    folder = tmp_path / "cifar-10-batches-py"
+def write_fake_cifar(root, count: int = CIFAR_PER_BATCH):
+    """Write cifar-10-batches-py/ under ``root``: five train batches and a test batch of ``count`` images each."""
+    folder = root / "cifar-10-batches-py"
     folder.mkdir()
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for index, name in enumerate(names):
         with open(folder / name, "wb") as file:
-            pickle.dump({b"data": fake_image_data(index), b"labels": fake_labels(index), b"batch_label": name.encode()}, file)
-    return tmp_path
+            pickle.dump({b"data": fake_image_data(index, count), b"labels": fake_labels(index, count), b"batch_label": name.encode()}, file)
+    return root
+
+
+@pytest.fixture
+def cifar_dir(tmp_path):
+    """tmp_path holding cifar-10-batches-py/ with five train batches and a test batch of 4 images each."""
+    return write_fake_cifar(tmp_path)
 
 
 def cifar(host, **params):

@@ -99,7 +99,7 @@ def test_quick_suite_loads(host):
     assert suite.spec.train.momentum == TrainBudget().momentum  # not in the file: default
     assert suite.spec.measure.max_iterations == MeasureSettings().max_iterations
     assert suite.spec.run.cell_timeout_s == 300 and suite.spec.run.cache is True
-    assert len(suite.step_configs) == len(suite.spec.techniques) == 7
+    assert len(suite.step_configs) == len(suite.spec.techniques) == 9
     assert suite.step_configs[1]["prune"]["amount"] == 0.5
     assert suite.step_configs[5]["distill"]["teacher"] == "small_cnn"
     assert suite.data_config == {"test_fraction": 0.2}
@@ -530,3 +530,16 @@ def test_bad_overrides(host, write_suite, override, words):
     """A malformed or misplaced override, or a value that fails validation, is a suite error naming it."""
     with pytest.raises(SuiteError, match=words.replace("[", r"\[").replace(".", r"\.")):
         load_suite(write_suite(MINIMAL), host, [override])
+
+
+@pytest.mark.parametrize("name", ["cifar.toml", "cifar-cpu.toml"])
+def test_bundled_cifar_suites_are_valid_with_data(host, tmp_path, name):
+    """The CIFAR suites validate once the data folder exists, and name it when it does not."""
+    from tests.test_datasets import write_fake_cifar
+
+    suite_path = ROOT / "suites" / name
+    with pytest.raises(SuiteError, match="cifar-10-batches-py"):
+        load_suite(suite_path, host, [f"data.dir={tmp_path / 'absent'}"])
+    write_fake_cifar(tmp_path)
+    suite = load_suite(suite_path, host, [f"data.dir={tmp_path}"])
+    assert len(expand(suite)) > 10
