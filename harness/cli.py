@@ -110,7 +110,7 @@ def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str
     summary = Runner(loaded, host, run_dir, errors, cache_dir=(cache_dir or default_cache_dir()) if use_cache else None).run(todo)
     counts = ", ".join(f"{count} {status}" for status, count in sorted(summary.counts.items())) or "no cells run"
     console.print(f"results: {run_dir.results_path} ({counts})")
-    report_path = write_report_if_possible(run_dir)
+    report_path = write_report_if_possible(run_dir, host)
     if report_path:
         console.print(f"report:  {report_path}")
     if summary.interrupted:
@@ -120,14 +120,12 @@ def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str
         sys.exit(EXIT_FAILED_CELLS)
 
 
-def write_report_if_possible(run_dir: Any) -> Path | None:
-    """Write the run's HTML report when the report package can; a report problem never fails a run."""
+def write_report_if_possible(run_dir: Any, host: PluginHost | None = None) -> Path | None:
+    """Write the run's HTML report; a report problem never fails a run (the records are safe on disk)."""
+    from benchharness.report import write_report
+
     try:
-        from benchharness.report import write_report
-    except ImportError:
-        return None
-    try:
-        return write_report(run_dir.path)
+        return write_report(run_dir.path, host=host)
     except Exception as error:  # the measurements are safe on disk; say why the report is missing
         errors.print(f"[yellow]warning:[/] the report could not be written: {type(error).__name__}: {error}")
         return None
@@ -243,6 +241,60 @@ def probe(as_json: bool, plugins: tuple[str, ...]) -> None:
         for key, value in facts.items():
             table.add_row(key, ", ".join(map(str, value)) if isinstance(value, list) else str(value))
         console.print(table)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the HTML [default: RUN_DIR/report.html]; a CSV is written beside it.")
+@click.option("--cdn", is_flag=True, help="Link plotly.js from its CDN instead of inlining it (smaller file, needs internet to view).")
+@plugin_option
+def report(run_dir: Path, output: Path | None, cdn: bool, plugins: tuple[str, ...]) -> None:
+    """Write the HTML report of RUN_DIR (also of a run that is still going or was killed)."""
+    from benchharness.report import write_report
+
+    try:
+        path = write_report(run_dir, output, cdn=cdn, host=make_host(plugins))
+    except HarnessError as error:
+        fail(error)
+    console.print(f"report: {path}\ntable:  {path.with_suffix('.csv')}")
+
+
+@cli.command()
+@click.argument("run_a", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.argument("run_b", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Also write the comparison as HTML.")
+@click.option("--threshold", type=click.FloatRange(0, 10), default=0.05, show_default=True, help="Relative change beyond which a significant change is a regression.")
+def compare(run_a: Path, run_b: Path, output: Path | None, threshold: float) -> None:
+    """Compare RUN_B against RUN_A cell by cell; exit 1 when any significant regression is found.
+
+    Cells are matched by model, technique, device and batch size. Latency changes are tested
+    with a Mann-Whitney U test on the raw samples.
+    """
+    from benchharness.report.compare import comparison_html, compare_runs
+
+    try:
+        table = compare_runs(run_a, run_b, threshold)
+    except HarnessError as error:
+        fail(error)
+    if table.empty:
+        errors.print("[yellow]no cells in common[/]")
+        return
+    view = Table(title=f"{run_b.name} vs {run_a.name} (ratios B/A)", title_justify="left")
+    for column in ("cell", "batch", "top-1", "p50", "p99", "size", "p-value", "regression"):
+        view.add_column(column, overflow="fold")
+    for _, row in table.iterrows():
+        flag = f"[red]yes: {row['why']}[/]" if row["regression"] else "no"
+        view.add_row(
+            f"{row['model']}/{row['technique']}/{row['device']}", str(int(row["batch_size"])), f"{row['accuracy_top1_ratio']:.3f}",
+            f"{row['latency_p50_ms_ratio']:.3f}", f"{row['latency_p99_ms_ratio']:.3f}", f"{row['size_bytes_ratio']:.3f}", f"{row['latency_p_value']:.2g}", flag,
+        )
+    console.print(view)
+    if output:
+        output.write_text(comparison_html(table, run_a, run_b, threshold), encoding="utf-8")
+        console.print(f"comparison: {output}")
+    if table["regression"].any():
+        errors.print(f"[red]{int(table['regression'].sum())} significant regression(s)[/]")
+        sys.exit(EXIT_FAILED_CELLS)
 
 
 @cli.group()

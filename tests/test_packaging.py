@@ -29,7 +29,7 @@ def test_dependencies_are_ranges_not_pins():
     assert project["requires-python"] == ">=3.11"
     assert project["scripts"]["benchharness"] == "benchharness.cli:main"
     names = {dep.split(">")[0].split("<")[0].split("=")[0].strip() for dep in project["dependencies"]}
-    assert {"torch", "torchvision", "pluggy", "pandas", "plotly", "psutil", "nvidia-ml-py", "pydantic", "rich", "click", "scikit-learn"} <= names
+    assert {"torch", "torchvision", "pluggy", "pandas", "plotly", "psutil", "nvidia-ml-py", "pydantic", "rich", "click", "scikit-learn", "torch-pruning", "scipy"} <= names
     assert not [dep for dep in project["dependencies"] if "==" in dep]
 
 

@@ -210,4 +210,7 @@ def test_quick_suite_is_the_default_and_learns_digits(tmp_path):
     assert {record["cell"]["model"] for record in ok} == {"small_cnn", "mlp"}
     for record in ok:
         assert record["metrics"]["accuracy_top1"] > 0.93, record["cell"]["id"]
-    assert f"results: {run_path / 'results.jsonl'}" in result.output.replace("\n", "")
+    flat = result.output.replace("\n", "")
+    assert f"results: {run_path / 'results.jsonl'}" in flat
+    assert f"report:  {run_path / 'report.html'}" in flat
+    assert (run_path / "report.html").stat().st_size > 1_000_000 and (run_path / "report.csv").is_file()

@@ -1,0 +1,152 @@
+"""One tidy pandas frame per run: a row per cell and batch size, with the comparison to the reference pipeline.
+
+The reference is the first ``[[techniques]]`` entry of the suite (``baseline`` in the
+bundled suites): every other pipeline is compared with the reference cell of the same
+model, device, repeat and batch size.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchharness.store import RunDir
+
+CELL_COLUMNS = ["cell_id", "model", "technique", "device", "repeat", "status", "error_type", "error_message"]
+METRIC_COLUMNS = [
+    "accuracy_top1", "size_bytes", "size_compressed_bytes", "params", "params_nonzero", "flops", "peak_mem_bytes",
+    "sparsity", "speedup_expected", "speedup_reason", "train_s",
+]
+LATENCY_COLUMNS = [
+    "batch_size", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
+    "latency_p50_ci95_low_ms", "latency_p50_ci95_high_ms", "throughput_sps", "iterations", "energy_j_per_sample", "gpu_throttled",
+]
+
+
+@dataclass
+class Run:
+    """A run directory's info and records."""
+
+    path: Path
+    info: dict[str, Any]
+    records: list[dict[str, Any]]
+
+    @property
+    def reference(self) -> str | None:
+        """The label of the reference pipeline: the suite's first technique entry."""
+        from benchharness.suite import parse_toml
+
+        techniques = parse_toml(self.info["suite"]["text"], self.info["suite"]["source"]).get("techniques") or [{"steps": ["baseline"]}]
+        first = techniques[0]
+        return first.get("name") or "+".join(first.get("steps", []))
+
+
+def load_run(path: Path) -> Run:
+    """Read a run directory, even one that is still running or was killed (complete records only)."""
+    run_dir = RunDir.open(Path(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        records = run_dir.records()
+    return Run(run_dir.path, run_dir.read_info(), records)
+
+
+def tidy_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """A row per cell and batch size (one row with empty measurements for cells that did not finish)."""
+    rows = []
+    for record in records:
+        cell = record["cell"]
+        base = {
+            "cell_id": cell["id"], "model": cell["model"], "technique": cell["technique"], "device": cell["device"],
+            "repeat": cell["repeat"], "status": record["status"], "error_type": record.get("error_type"),
+            "error_message": record.get("error_message"), "steps": " -> ".join(step["technique"] for step in cell["steps"]),
+        }
+        metrics = record.get("metrics") or {}
+        base.update({column: metrics.get(column) for column in METRIC_COLUMNS})
+        latency = record.get("latency") or [{}]
+        for entry in latency:
+            row = dict(base)
+            row.update({column: entry.get(column) for column in LATENCY_COLUMNS})
+            row["samples_ms"] = entry.get("samples_ms")
+            rows.append(row)
+    frame = pd.DataFrame(rows, columns=CELL_COLUMNS + ["steps"] + METRIC_COLUMNS + LATENCY_COLUMNS + ["samples_ms"])
+    return frame
+
+
+def median_ratio_ci(reference: list[float], other: list[float], resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """A bootstrap 95% interval of median(reference) / median(other): the speedup of ``other``."""
+    rng = np.random.default_rng(seed)
+    a, b = np.asarray(reference, dtype=float), np.asarray(other, dtype=float)
+    a = a if a.size <= 2000 else rng.choice(a, 2000, replace=False)
+    b = b if b.size <= 2000 else rng.choice(b, 2000, replace=False)
+    ratios = np.median(rng.choice(a, (resamples, a.size)), axis=1) / np.median(rng.choice(b, (resamples, b.size)), axis=1)
+    low, high = np.percentile(ratios, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def add_comparisons(frame: pd.DataFrame, reference: str | None) -> pd.DataFrame:
+    """Add accuracy difference, speedup (with its 95% CI) and compression ratio against the reference cell."""
+    frame = frame.copy()
+    for column in ("accuracy_delta", "speedup_p50", "speedup_ci95_low", "speedup_ci95_high", "compression_ratio", "flops_ratio"):
+        frame[column] = np.nan
+    ok = frame[(frame["status"] == "ok") & (frame["technique"] == reference)]
+    for index, row in frame[frame["status"] == "ok"].iterrows():
+        match = ok[(ok["model"] == row["model"]) & (ok["device"] == row["device"]) & (ok["repeat"] == row["repeat"]) & (ok["batch_size"] == row["batch_size"])]
+        if match.empty:
+            continue
+        base = match.iloc[0]
+        frame.at[index, "accuracy_delta"] = row["accuracy_top1"] - base["accuracy_top1"]
+        frame.at[index, "speedup_p50"] = base["latency_p50_ms"] / row["latency_p50_ms"]
+        if row["samples_ms"] and base["samples_ms"]:
+            frame.at[index, "speedup_ci95_low"], frame.at[index, "speedup_ci95_high"] = median_ratio_ci(base["samples_ms"], row["samples_ms"])
+        frame.at[index, "compression_ratio"] = base["size_bytes"] / row["size_bytes"]
+        if row["flops"] and base["flops"]:
+            frame.at[index, "flops_ratio"] = base["flops"] / row["flops"]
+    return frame
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indexes of the points that no other point beats on both latency (lower) and accuracy (higher), by latency."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best_accuracy = [], -np.inf
+    for index in order:
+        if points[index][1] > best_accuracy:
+            front.append(index)
+            best_accuracy = points[index][1]
+    return front
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """The frame as CSV (raw samples left out; they stay in results.jsonl)."""
+    frame.drop(columns=["samples_ms"]).to_csv(path, index=False)
+    return path
+
+
+def describe_hardware(info: dict[str, Any]) -> list[str]:
+    """One line per available probe, for the report's header."""
+    lines = []
+    for name, facts in (info.get("probes") or {}).items():
+        if not facts.get("available", True):
+            lines.append(f"{name}: unavailable ({facts.get('reason', 'no reason given')})")
+        elif "isa" in facts:
+            lines.append(
+                f"{name}: {facts.get('model')} - {facts.get('physical_cores')} physical / {facts.get('logical_cores')} logical cores, "
+                f"{(facts.get('memory_bytes') or 0) / 2**30:.0f} GiB; ISA {' '.join(facts.get('isa') or []) or 'unknown'}; torch {facts.get('torch_cpu_capability')}"
+            )
+        else:
+            power = facts.get("power_limit_w")
+            lines.append(
+                f"{name}: {facts.get('name', '?')} - driver {facts.get('driver', '?')}, {(facts.get('memory_bytes') or 0) / 2**30:.0f} GiB"
+                + (f", power limit {power:.0f} W" if power else "")
+            )
+    return lines
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON for embedding."""
+    return json.dumps(value, default=str)

@@ -1,0 +1,196 @@
+"""Reports: the tidy frame of a recorded run, the Pareto frontier, the HTML, compare, and a real browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from benchharness.cli import cli
+from benchharness.report.compare import compare_frames
+from benchharness.report.frame import add_comparisons, load_run, pareto_front, tidy_frame
+from benchharness.report.html import build_report
+from tests.conftest import ROOT
+
+FIXTURE = ROOT / "tests" / "fixtures" / "run-small"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def run_copy(tmp_path) -> Path:
+    """A writable copy of the recorded fixture run."""
+    target = tmp_path / "run"
+    shutil.copytree(FIXTURE, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    """The fixture run's frame with comparisons to its reference."""
+    run = load_run(FIXTURE)
+    return add_comparisons(tidy_frame(run.records), run.reference)
+
+
+def test_frame_shape(frame):
+    """A row per ok cell and batch size, one row per cell that did not finish."""
+    records = [json.loads(line) for line in (FIXTURE / "results.jsonl").read_text().splitlines()]
+    ok = [r for r in records if r["status"] == "ok"]
+    assert len(frame) == 2 * len(ok) + (len(records) - len(ok))
+    assert set(frame["status"]) == {"ok", "skipped", "failed"}
+    assert sorted(frame.loc[frame["status"] == "ok", "batch_size"].unique()) == [1, 16]
+    assert frame.loc[frame["status"] == "failed", "error_type"].unique().tolist() == ["exception"]
+
+
+def test_reference_compares_to_itself(frame):
+    """The reference (first pipeline) has no accuracy change, speedup 1 and compression 1."""
+    reference = frame[(frame["technique"] == "baseline") & (frame["status"] == "ok")]
+    assert (reference["accuracy_delta"] == 0).all()
+    assert np.allclose(reference["speedup_p50"], 1.0) and np.allclose(reference["compression_ratio"], 1.0)
+    assert (reference["speedup_ci95_low"] <= 1.0).all() and (reference["speedup_ci95_high"] >= 1.0).all()
+
+
+def test_aggregates_of_compressed_cells(frame):
+    """Channel pruning and int8 shrink the model; the speedup CI brackets the point estimate."""
+    ok = frame[frame["status"] == "ok"]
+    pruned = ok[ok["technique"] == "channels-50"]
+    assert (pruned["compression_ratio"] > 1.5).all() and (pruned["flops_ratio"] > 2).all()
+    int8 = ok[ok["technique"] == "int8-static"]
+    assert (int8["compression_ratio"] > 2.5).all()
+    assert (ok["speedup_ci95_low"] <= ok["speedup_p50"] + 1e-9).all() and (ok["speedup_p50"] <= ok["speedup_ci95_high"] + 1e-9).all()
+    per_model = ok[ok["batch_size"] == 1].groupby("model")["accuracy_top1"].max()
+    assert (per_model > 0.8).all()
+
+
+def test_pareto_front_on_hand_made_points():
+    """Points dominated in both latency and accuracy are left out; ties on latency keep the most accurate."""
+    points = [(1.0, 0.90), (2.0, 0.95), (1.5, 0.85), (3.0, 0.94), (0.5, 0.70), (2.0, 0.93), (4.0, 0.99)]
+    assert pareto_front(points) == [4, 0, 1, 6]
+
+
+def test_report_html_contents(run_copy):
+    """The report names the suite and hardware, has a summary per model/device/batch, figures, failures and the suite text."""
+    html = build_report(load_run(run_copy))
+    assert "<h1>fixture</h1>" in html and "ISA" in html
+    assert html.count("class='summary'") == 2 * 2
+    assert html.count("class=\"plotly-graph-div\"") >= 4
+    assert "mlp/explode/cpu/r0" in html and "boom from the explode technique" in html
+    assert "skipped" in html and "unsupported" in html
+    assert "steps = [&quot;distill&quot;, &quot;prune&quot;]" in html
+    assert "<script src='https://cdn.plot.ly" not in html and len(html) > 1_000_000
+
+
+def test_report_with_cdn_is_small(run_copy):
+    """--cdn links plotly.js instead of inlining it."""
+    html = build_report(load_run(run_copy), cdn=True)
+    assert "<script src='https://cdn.plot.ly/plotly-" in html and len(html) < 300_000
+
+
+def test_report_of_an_unfinished_run(run_copy):
+    """A run cut short (a torn last line included) reports what finished and says it is unfinished."""
+    lines = (run_copy / "results.jsonl").read_text().splitlines()
+    (run_copy / "results.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:40])
+    html = build_report(load_run(run_copy))
+    assert "3 of 14 cells recorded" in html and "has not finished" in html
+
+
+def test_report_command_writes_html_and_csv(run_copy, tmp_path):
+    """`benchharness report RUN_DIR -o FILE` writes the HTML and a CSV of the frame beside it."""
+    output = tmp_path / "reports" / "fixture.html"
+    result = CliRunner().invoke(cli, ["report", str(run_copy), "-o", str(output)])
+    assert result.exit_code == 0, result.output
+    assert output.is_file()
+    table = pd.read_csv(output.with_suffix(".csv"))
+    assert {"cell_id", "batch_size", "latency_p50_ms", "speedup_p50", "accuracy_delta"} <= set(table.columns)
+    records = [json.loads(line) for line in (run_copy / "results.jsonl").read_text().splitlines()]
+    assert len(table) == sum(2 if record["status"] == "ok" else 1 for record in records)
+
+
+def test_plugin_report_section(run_copy, tmp_path):
+    """A plugin's register_report_sections adds its section to the report."""
+    output = tmp_path / "with-section.html"
+    result = CliRunner().invoke(cli, ["report", str(run_copy), "-o", str(output), "--plugin", str(ROOT / "tests" / "plugins" / "observer.py")])
+    assert result.exit_code == 0, result.output
+    text = output.read_text()
+    assert "<h2>Observer</h2>" in text and re.search(r"<p>\d+ rows</p>", text)
+
+
+def frame_with_samples(technique_samples: dict[str, np.ndarray]) -> pd.DataFrame:
+    """A minimal tidy frame whose cells carry the given latency samples."""
+    rows = [
+        {"model": "m", "technique": technique, "device": "cpu", "batch_size": 1, "status": "ok", "accuracy_top1": 0.9,
+         "latency_p50_ms": float(np.median(samples)), "latency_p99_ms": float(np.percentile(samples, 99)), "throughput_sps": 1000 / float(np.mean(samples)),
+         "size_bytes": 100, "peak_mem_bytes": 10, "energy_j_per_sample": None, "samples_ms": list(samples)}
+        for technique, samples in technique_samples.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_compare_finds_a_real_slowdown_and_ignores_noise():
+    """Same distribution: not significant; 20% slower: a significant regression."""
+    rng = np.random.default_rng(0)
+    before = frame_with_samples({"same": rng.normal(10, 1, 200), "slower": rng.normal(10, 1, 200)})
+    after = frame_with_samples({"same": rng.normal(10, 1, 200), "slower": rng.normal(12, 1, 200)})
+    table = compare_frames(before, after, threshold=0.05).set_index("technique")
+    assert table.loc["same", "latency_p_value"] > 0.05 and not table.loc["same", "regression"]
+    assert table.loc["slower", "latency_p_value"] < 1e-6 and table.loc["slower", "regression"]
+    assert table.loc["slower", "latency_p50_ms_ratio"] == pytest.approx(1.2, abs=0.05)
+
+
+def test_compare_small_but_significant_change_is_under_threshold():
+    """A significant 2% change stays below a 5% threshold."""
+    rng = np.random.default_rng(1)
+    before = frame_with_samples({"t": rng.normal(10, 0.05, 500)})
+    after = frame_with_samples({"t": rng.normal(10.2, 0.05, 500)})
+    row = compare_frames(before, after, threshold=0.05).iloc[0]
+    assert row["latency_p_value"] < 1e-6 and not row["regression"]
+
+
+def test_compare_command_exit_codes(run_copy, tmp_path):
+    """compare exits 0 for a run against itself and 1 when latencies got significantly worse."""
+    same = CliRunner().invoke(cli, ["compare", str(run_copy), str(run_copy), "-o", str(tmp_path / "cmp.html")])
+    assert same.exit_code == 0, same.output
+    assert (tmp_path / "cmp.html").read_text().count("<tr>") > 5
+    slower = tmp_path / "slower"
+    shutil.copytree(run_copy, slower)
+    records = [json.loads(line) for line in (slower / "results.jsonl").read_text().splitlines()]
+    for record in records:
+        for entry in record.get("latency") or []:
+            entry["samples_ms"] = [value * 1.5 for value in entry["samples_ms"]]
+            entry["latency_p50_ms"] *= 1.5
+            entry["latency_p99_ms"] *= 1.5
+    (slower / "results.jsonl").write_text("\n".join(json.dumps(record) for record in records) + "\n")
+    result = CliRunner().invoke(cli, ["compare", str(run_copy), str(slower)])
+    assert result.exit_code == 1
+    assert "significant regression" in result.output
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (make test installs Debian's chromium when it can)")
+def test_report_renders_in_a_real_browser_offline(run_copy, tmp_path):
+    """In headless Chromium with the network off, every figure draws data points, the console is clean, the tables are full."""
+    report = tmp_path / "report.html"
+    report.write_text(build_report(load_run(run_copy)))
+    profile = tempfile.mkdtemp()
+    command = [
+        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}", "--host-resolver-rules=MAP * ~NOTFOUND",
+        "--proxy-server=127.0.0.1:9", "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom", report.as_uri(),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    dom = result.stdout
+    divs = dom.split('<div id="figure-')[1:]
+    assert len(divs) >= 4
+    for div in divs:
+        assert "main-svg" in div, "a figure did not render"
+        assert re.search(r'class="point"|class="js-line"', div), "a figure has no data points"
+    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line and ("Uncaught" in line or "Error" in line)]
+    assert console == []
+    assert dom.count("<tr class=\"reference\">") == 4
+    assert "mlp/explode/cpu/r0" in dom
