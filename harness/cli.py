@@ -90,6 +90,7 @@ def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str
             if suite or overrides:
                 raise HarnessError("--resume RUN_DIR reruns the suite as it was started: give no SUITE and no --set with it")
             run_dir = RunDir.open(resume)
+            run_dir.lock()
             info = run_dir.read_info()
             host = make_host(tuple(info.get("plugin_options", {}).get("extra", ())) + plugins)
             loaded = load_suite_text(info["suite"]["text"], info["suite"]["source"], host, info["suite"]["name"], info["suite"].get("overrides"))
@@ -97,6 +98,7 @@ def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str
             host = make_host(plugins)
             loaded = load_suite(suite or default_suite(), host, list(overrides))
             run_dir = RunDir.create(out, loaded.name)
+            run_dir.lock()
             run_dir.write_info(run_info(loaded, host))
     except HarnessError as error:
         fail(error)

@@ -18,6 +18,7 @@ from benchharness.errors import HarnessError
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
 LOGS_DIR = "logs"
+LOCK_FILE = ".lock"
 
 
 def git_commit(path: Path) -> str | None:
@@ -102,6 +103,26 @@ class RunDir:
             raise HarnessError(f"{path} is not a run directory: it has no {RUN_FILE}")
         (run.path / LOGS_DIR).mkdir(exist_ok=True)
         return run
+
+    def lock(self) -> None:
+        """Take the run directory's lock for this process's lifetime; a second runner gets a clear error."""
+        import fcntl
+
+        handle = open(self.path / LOCK_FILE, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise HarnessError(
+                f"{self.path} is being written by another benchharness run ({holder}); wait for it to finish, or run elsewhere with --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        self._lock_handle = handle
 
     def write_info(self, info: dict[str, Any]) -> None:
         """Write ``run.json`` atomically."""

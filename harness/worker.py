@@ -259,6 +259,16 @@ def execute(task: CellTask) -> dict[str, Any]:
     return CellRun(task).execute()
 
 
+def die_with_parent() -> None:
+    """Ask Linux to kill this worker when its parent (the forkserver, which dies with the runner) dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def ready() -> None:
     """A no-op worker: returns once the forkserver can fork workers with everything imported."""
 
@@ -267,6 +277,7 @@ def run_in_worker(task: CellTask, connection: Any, log_path: str) -> None:
     """Entry point of a worker process: run the cell, send its record, exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.setpgrp()
+    die_with_parent()
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)

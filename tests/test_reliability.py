@@ -1,0 +1,119 @@
+"""Reliability for real: kill -9 of the runner mid-run, Ctrl-C, the run-directory lock, diverging training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+from click.testing import CliRunner
+
+from benchharness.cli import cli
+from benchharness.store import RunDir
+from tests.conftest import TEST_PLUGINS
+
+SLOW_SUITE = """
+name = "slow"
+models = ["mlp"]
+[data]
+name = "digits"
+[train]
+epochs = 1
+batch_size = 256
+[measure]
+batch_sizes = [1]
+warmup = 1
+min_iterations = 3
+min_seconds = 0
+threads = 1
+""" + "".join(f'[[techniques]]\nname = "slow-{index}"\nsteps = ["hang"]\nhang = {{ seconds = 1.0 }}\n' for index in range(6))
+EXPECTED = {f"mlp/slow-{index}/cpu/r0" for index in range(6)}
+
+
+def start_runner(suite, out, *extra):
+    """A real `benchharness run` process in its own session, output captured."""
+    command = [sys.executable, "-m", "benchharness.cli", "run", str(suite), "--out", str(out), "--plugin", str(TEST_PLUGINS / "faulty.py"), "--no-cache", *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_for_records(out, count: int, process, timeout: float = 120.0) -> RunDir:
+    """Wait until the run has ``count`` records."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = list(out.glob("slow-*"))
+        if runs and (runs[0] / "results.jsonl").exists() and len((runs[0] / "results.jsonl").read_text().splitlines()) >= count:
+            return RunDir(runs[0])
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.05)
+    raise AssertionError("the run did not produce records in time")
+
+
+def test_kill_9_mid_run_then_resume(tmp_path):
+    """SIGKILL of the runner leaves only complete records; --resume runs exactly the missing cells."""
+    suite = tmp_path / "slow.toml"
+    suite.write_text(SLOW_SUITE)
+    process = start_runner(suite, tmp_path / "runs")
+    run_dir = wait_for_records(tmp_path / "runs", 2, process)
+    descendants = psutil.Process(process.pid).children(recursive=True)
+    assert descendants, "the runner should have a forkserver and a worker"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(30)
+    lines = run_dir.results_path.read_text().splitlines()
+    before = {json.loads(line)["cell"]["id"] for line in lines}
+    assert 2 <= len(before) < 6
+    _, alive = psutil.wait_procs(descendants, timeout=10)
+    assert alive == [], f"processes outlived the killed runner: {alive}"
+    resumed = CliRunner().invoke(cli, ["run", "--resume", str(run_dir.path)])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"{6 - len(before)} of 6 cells to run" in resumed.output.replace("\n", " ")
+    ids = [record["cell"]["id"] for record in run_dir.records()]
+    assert sorted(ids) == sorted(EXPECTED) and len(ids) == len(set(ids))
+
+
+def test_ctrl_c_stops_after_the_current_cell(tmp_path):
+    """The first Ctrl-C lets the running cell finish and be recorded, then prints the resume command (exit 130)."""
+    suite = tmp_path / "slow.toml"
+    suite.write_text(SLOW_SUITE)
+    process = start_runner(suite, tmp_path / "runs")
+    run_dir = wait_for_records(tmp_path / "runs", 1, process)
+    os.kill(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=120)
+    assert process.returncode == 130, output
+    assert f"benchharness run --resume {run_dir.path}" in output.replace("\n", "")
+    records = run_dir.records()
+    assert 2 <= len(records) < 6
+    assert all(record["status"] == "ok" for record in records)
+
+
+def test_second_runner_on_the_same_directory_is_refused(tmp_path):
+    """A run directory held by one runner cannot be resumed by another at the same time."""
+    suite = tmp_path / "slow.toml"
+    suite.write_text(SLOW_SUITE)
+    process = start_runner(suite, tmp_path / "runs")
+    try:
+        run_dir = wait_for_records(tmp_path / "runs", 1, process)
+        second = CliRunner().invoke(cli, ["run", "--resume", str(run_dir.path)])
+        assert second.exit_code == 2
+        assert "is being written by another benchharness run (pid" in second.output.replace("\n", " ")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(30)
+
+
+def test_diverging_training_is_recorded_as_diverged(tmp_path):
+    """A loss that becomes NaN fails the cell as 'diverged' with a hint; the other cells still run."""
+    suite = tmp_path / "diverge.toml"
+    suite.write_text(
+        'models = ["mlp"]\n[data]\nname = "digits"\n[[techniques]]\nsteps = ["baseline"]\n[train]\nepochs = 2\noptimizer = "sgd"\nlr = 100.0\nmomentum = 0.9\nschedule = "constant"\n'
+        "[measure]\nbatch_sizes = [1]\nwarmup = 1\nmin_iterations = 3\nmin_seconds = 0\n"
+    )
+    result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(tmp_path / "runs"), "--no-cache"])
+    assert result.exit_code == 1
+    (run_path,) = (tmp_path / "runs").iterdir()
+    (record,) = RunDir(run_path).records()
+    assert (record["status"], record["error_type"]) == ("failed", "diverged")
+    assert "lower the learning rate" in record["error_message"]
