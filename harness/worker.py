@@ -6,6 +6,7 @@ worker starts by forking an interpreter that has already imported everything.
 
 from __future__ import annotations
 
+import faulthandler
 import importlib
 import os
 import random
@@ -281,6 +282,7 @@ def run_in_worker(task: CellTask, connection: Any, log_path: str) -> None:
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    faulthandler.enable()
     started = time.perf_counter()
     try:
         result = execute(task)

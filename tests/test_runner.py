@@ -36,6 +36,12 @@ steps = ["abort"]
 steps = ["hang"]
 
 [[techniques]]
+steps = ["segfault"]
+
+[[techniques]]
+steps = ["oom"]
+
+[[techniques]]
 steps = ["refuse"]
 
 [[techniques]]
@@ -58,7 +64,7 @@ threads = 1
 cell_timeout_s = 6
 
 [[exclude]]
-technique = "[abhi]*"
+technique = "[abhios]*"
 device = "cuda"
 """
 
@@ -92,12 +98,17 @@ def test_every_cell_has_a_record_and_failures_do_not_stop_the_run(mixed_run):
     assert set(records) == {
         "mlp/baseline/cpu/r0", "mlp/explode/cpu/r0", "mlp/abort/cpu/r0", "mlp/hang/cpu/r0",
         "mlp/refuse/cpu/r0", "mlp/identity/cpu/r0", "mlp/refuse/cuda/r0", "mlp/explode/cuda/r0",
+        "mlp/segfault/cpu/r0", "mlp/oom/cpu/r0",
     }
     outcome = {cell: (r["status"], r["error_type"]) for cell, r in records.items()}
     assert outcome["mlp/baseline/cpu/r0"] == ("ok", None)
     assert outcome["mlp/explode/cpu/r0"] == ("failed", "exception")
     assert outcome["mlp/abort/cpu/r0"] == ("failed", "crash")
     assert outcome["mlp/hang/cpu/r0"] == ("timeout", "timeout")
+    assert outcome["mlp/segfault/cpu/r0"] == ("failed", "crash")
+    assert "SIGSEGV" in records["mlp/segfault/cpu/r0"]["error_message"]
+    assert "Segmentation fault" in records["mlp/segfault/cpu/r0"]["traceback"] and "faulty.py" in records["mlp/segfault/cpu/r0"]["traceback"]
+    assert outcome["mlp/oom/cpu/r0"] == ("failed", "oom")
     assert outcome["mlp/refuse/cpu/r0"] == ("skipped", "unsupported")
     assert outcome["mlp/identity/cpu/r0"] == ("ok", None)
     assert "boom from the explode technique" in records["mlp/explode/cpu/r0"]["error_message"]
@@ -161,7 +172,7 @@ def test_run_json_describes_the_run(mixed_run):
     assert "isa" in info["probes"]["cpu"]
     assert "available" in info["probes"]["cuda"]
     assert info["plugin_options"]["extra"] == [FAULTY, OBSERVER]
-    assert len(info["cells"]) == 8
+    assert len(info["cells"]) == 10
 
 
 def test_hooks_observe_every_cell(mixed_run):
@@ -169,7 +180,7 @@ def test_hooks_observe_every_cell(mixed_run):
     events = [json.loads(line) for line in mixed_run[2].read_text().splitlines()]
     after = {event["cell"]: event["status"] for event in events if event["event"] == "after_cell"}
     before = [event["cell"] for event in events if event["event"] == "before_cell"]
-    assert len(before) == 8
+    assert len(before) == 10
     assert after["mlp/hang/cpu/r0"] == "timeout"
 
 

@@ -31,6 +31,30 @@ class Abort(Technique):
         os.abort()
 
 
+class Segfault(Technique):
+    """Dereferences a null pointer: the worker dies from SIGSEGV."""
+
+    NAME = "segfault"
+    DESCRIPTION = "reads address 0"
+
+    def apply(self, model, config, context):
+        import ctypes
+
+        ctypes.string_at(0)
+
+
+class OutOfMemory(Technique):
+    """Runs out of memory the way an oversized allocation does."""
+
+    NAME = "oom"
+    DESCRIPTION = "raises torch.OutOfMemoryError"
+
+    def apply(self, model, config, context):
+        import torch
+
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 80.00 GiB")
+
+
 class HangConfig(StrictConfig):
     """How long to hang."""
 
@@ -76,5 +100,5 @@ class Identity(Technique):
 @hookimpl
 def register_techniques(register):
     """Register the faulty test techniques."""
-    for technique in (Explode, Abort, Hang, Refuse, Identity):
+    for technique in (Explode, Abort, Segfault, OutOfMemory, Hang, Refuse, Identity):
         register(technique())
