@@ -7,7 +7,6 @@ model, device, repeat and batch size.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,8 +144,3 @@ def describe_hardware(info: dict[str, Any]) -> list[str]:
                 + (f", power limit {power:.0f} W" if power else "")
             )
     return lines
-
-
-def to_json(value: Any) -> str:
-    """Compact JSON for embedding."""
-    return json.dumps(value, default=str)

@@ -36,22 +36,21 @@ def _number(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _bytes(value: Any) -> str:
+def _scaled(value: Any, units: tuple[tuple[str, float], ...], plain: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "<span class='muted'>-</span>"
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+    for unit, scale in units:
         if value >= scale:
             return f"{value / scale:.2f} {unit}"
-    return f"{int(value)} B"
+    return f"{int(value)}{plain}"
+
+
+def _bytes(value: Any) -> str:
+    return _scaled(value, (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)), " B")
 
 
 def _count(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "<span class='muted'>-</span>"
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= scale:
-            return f"{value / scale:.2f} {unit}"
-    return f"{int(value)}"
+    return _scaled(value, (("G", 1e9), ("M", 1e6), ("k", 1e3)), "")
 
 
 def _signed(value: Any, scale: float = 100.0, unit: str = " pp") -> str:
