@@ -114,17 +114,20 @@ def run_suite(text: str, cache_dir: Path | None) -> tuple[dict[str, dict], float
     return {f"{r['cell']['model']}/{r['cell']['technique']}": r for r in records}, wall
 
 
-def plain_latency_ms(model: torch.nn.Module, batch: torch.Tensor, seconds: float = 2.0) -> float:
-    """Median latency of a plain timing loop."""
-    samples = []
+def plain_latencies_ms(models: dict[str, torch.nn.Module], batch: torch.Tensor, seconds: float = 6.0) -> dict[str, float]:
+    """Median latency of each model, timed in interleaved rounds so that drift affects all of them alike."""
+    samples: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
-        for _ in range(5):
-            model(batch)
-        while sum(samples) < seconds * 1000 or len(samples) < 20:
-            started = time.perf_counter()
-            model(batch)
-            samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
+        for model in models.values():
+            for _ in range(5):
+                model(batch)
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds or min(len(times) for times in samples.values()) < 20:
+            for name, model in models.items():
+                began = time.perf_counter()
+                model(batch)
+                samples[name].append((time.perf_counter() - began) * 1000)
+    return {name: statistics.median(times) for name, times in samples.items()}
 
 
 def size_bytes(model: torch.nn.Module) -> int:
@@ -135,36 +138,43 @@ def size_bytes(model: torch.nn.Module) -> int:
 
 
 def plain_figures(threads: int) -> dict[str, float]:
-    """Static int8 and 50% channel pruning done by hand on a fresh CIFAR ResNet-18."""
+    """Static int8 and 50% channel pruning done by hand on a fresh CIFAR ResNet-18, with the suite's own data.
+
+    Calibration uses the same four training batches the harness uses, and latency the same test batch,
+    so that only the harness's machinery differs.
+    """
     import torch_pruning as tp
     from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
+    from benchharness.plugins.datasets import Synthetic
+
     torch.set_num_threads(threads)
+    data = Synthetic().load(Synthetic.Config(shape=[3, 32, 32], train_samples=256, test_samples=64))
     torch.manual_seed(0)
     model = ResNet18Cifar().build(10, (3, 32, 32)).eval()
-    batch = torch.randn(32, 3, 32, 32)
-    fp32_ms = plain_latency_ms(model, batch)
+    batch = data.x_test[:32].contiguous()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.backends.quantized.engine = "x86"
-        prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), (batch[:1],))
+        prepared = prepare_fx(copy.deepcopy(model), get_default_qconfig_mapping("x86"), (data.x_train[:1],))
         with torch.inference_mode():
-            for _ in range(4):
-                prepared(torch.randn(32, 3, 32, 32))
+            for start in range(0, 4 * 32, 32):
+                prepared(data.x_train[start : start + 32])
         int8 = convert_fx(prepared)
-    int8_ms = plain_latency_ms(int8, batch)
     pruned = copy.deepcopy(model)
     base_macs, _ = tp.utils.count_ops_and_params(model, batch[:1])
     tp.pruner.BasePruner(pruned, batch[:1], importance=tp.importance.GroupMagnitudeImportance(p=1), pruning_ratio=0.5, ignored_layers=[pruned.fc]).step()
     pruned_macs, _ = tp.utils.count_ops_and_params(pruned, batch[:1])
-    pruned_ms = plain_latency_ms(pruned, batch)
+    latency = plain_latencies_ms({"fp32": model, "int8": int8, "pruned": pruned}, batch)
+    fp32_ms, int8_ms, pruned_ms = latency["fp32"], latency["int8"], latency["pruned"]
     return {
         "int8_speedup": fp32_ms / int8_ms,
         "int8_size_ratio": size_bytes(model) / size_bytes(int8),
         "prune_speedup": fp32_ms / pruned_ms,
         "prune_macs_ratio": base_macs / pruned_macs,
         "fp32_ms": fp32_ms,
+        "int8_ms": int8_ms,
     }
 
 
@@ -195,6 +205,7 @@ def main() -> None:
     """Run the three comparisons and print them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=psutil.cpu_count(logical=False) or 1)
+    parser.add_argument("--skip-cache", action="store_true", help="Only the compression comparisons (the cache part takes minutes).")
     args = parser.parse_args()
     cpu = CpuProbe().describe()
     print(f"CPU: {cpu['model']}, {cpu['physical_cores']} cores, ISA: {' '.join(cpu['isa'])}; torch capability {cpu['torch_cpu_capability']}; threads {args.threads}")
@@ -207,7 +218,7 @@ def main() -> None:
 
     base = "resnet18_cifar/baseline"
     int8, pruned = "resnet18_cifar/int8-static", "resnet18_cifar/channels-50"
-    print(f"\nCIFAR ResNet-18, batch 32: harness fp32 p50 {p50(base):.1f} ms, plain fp32 median {plain['fp32_ms']:.1f} ms")
+    print(f"\nCIFAR ResNet-18, batch 32: fp32 p50 harness {p50(base):.1f} ms, plain {plain['fp32_ms']:.1f} ms; int8 p50 harness {p50(int8):.1f} ms, plain {plain['int8_ms']:.1f} ms")
     print(line("static int8 latency speedup", p50(base) / p50(int8), plain["int8_speedup"], 3.0))
     print(line("static int8 size ratio", records[base]["metrics"]["size_bytes"] / records[int8]["metrics"]["size_bytes"], plain["int8_size_ratio"], 3.9))
     print(line("channels 50% latency speedup", p50(base) / p50(pruned), plain["prune_speedup"], 1.5))
@@ -215,6 +226,8 @@ def main() -> None:
     print(f"{'channels 50% FLOPs ratio':<34} harness {harness_flops:5.2f}x   plain MACs ratio {plain['prune_macs_ratio']:5.2f}x")
     print(f"speedup expected flags: int8 {records[int8]['metrics']['speedup_expected']}, channels {records[pruned]['metrics']['speedup_expected']}")
 
+    if args.skip_cache:
+        return
     quick = (Path(__file__).resolve().parent.parent / "suites" / "quick.toml").read_text()
     for label, text in (("training-heavy CIFAR-shaped suite", CACHE_SUITE.format(threads=args.threads)), ("suites/quick.toml", quick)):
         with tempfile.TemporaryDirectory() as workdir:
