@@ -46,12 +46,17 @@ BUILTIN = "benchharness (built-in)"
 T = TypeVar("T")
 
 
+def _entry_points_by_default() -> bool:
+    """Installed plugins load, except under the test suite (which sets ``sys._called_from_test``) unless a test asks."""
+    return not getattr(sys, "_called_from_test", False)
+
+
 @dataclass(frozen=True)
 class PluginOptions:
     """Which plugins to load; picklable so that workers load the same set."""
 
     extra: tuple[str, ...] = ()
-    entry_points: bool = True
+    entry_points: bool = field(default_factory=_entry_points_by_default)
     disabled: tuple[str, ...] | None = None
 
     def blocked(self) -> set[str]:

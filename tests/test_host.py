@@ -223,3 +223,14 @@ def test_register_report_sections():
     host.hooks.register_report_sections(register=lambda title, render: sections.append((title, render)))
     assert [title for title, _ in sections] == ["Observer"]
     assert sections[0][1]([1, 2, 3]) == "<p>3 rows</p>"
+
+
+def test_installed_plugins_stay_out_of_tests_unless_asked(installed_distribution, monkeypatch):
+    """Under the test suite the default options skip entry points; outside it they load them."""
+    import sys
+
+    assert PluginOptions().entry_points is False
+    assert "entry_point_technique" not in PluginHost(PluginOptions(disabled=())).techniques
+    monkeypatch.delattr(sys, "_called_from_test")
+    assert PluginOptions().entry_points is True
+    assert "entry_point_technique" in PluginHost(PluginOptions(disabled=())).techniques
