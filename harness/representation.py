@@ -88,6 +88,8 @@ def inspect_representation(model: nn.Module, reference_params: int) -> dict[str,
     else:
         expected, reason = False, "dense float model: the reference representation"
     return {
+        "params": params,
+        "params_nonzero": nonzero,
         "speedup_expected": expected,
         "speedup_reason": reason,
         "sparsity": sparsity,

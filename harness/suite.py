@@ -87,6 +87,12 @@ class MeasureSettings(Section):
     threads: int | None = Field(None, ge=1, le=4096, description="torch intra-op threads; default: the physical cores.")
     eval_batch_size: int = Field(512, ge=1, description="Batch size used to compute accuracy.")
 
+    def thread_count(self) -> int:
+        """The torch threads a cell uses: ``threads``, or else the machine's physical cores."""
+        import psutil
+
+        return self.threads or psutil.cpu_count(logical=False) or 1
+
     @model_validator(mode="after")
     def _iterations_in_order(self) -> "MeasureSettings":
         if self.min_iterations > self.max_iterations:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import torch
 import torchvision  # noqa: F401  (preloaded for the forkserver)
 
@@ -100,14 +99,11 @@ def measure_model(model: torch.nn.Module, data: Data, suite: Suite, probe: Probe
         model.to(memory_format=torch.channels_last)
     inputs = to_memory_format(data.x_test.to(device), channels_last)
     accuracy = evaluate_accuracy(model, data, settings.eval_batch_size, device)
-    params, params_nonzero = count_parameters(model)
     probe.reset_peak_memory()
     latency = [time_batch_size(model, inputs, size, settings, probe) for size in settings.batch_sizes]
     metrics = {
         "accuracy_top1": accuracy,
         **size_metrics(model),
-        "params": params,
-        "params_nonzero": params_nonzero,
         "flops": count_flops(model, inputs[:1]),
         "peak_mem_bytes": probe.peak_memory_bytes(),
         **representation,
@@ -184,7 +180,7 @@ class CellRun:
             if self.trainer.samples_seen > samples_before:
                 context.notes["trained_on"] = self.probe.DEVICE
             if use_cache:
-                notes = {key: value for key, value in context.notes.items() if notes_before.get(key, object()) != value}
+                notes = {name: value for name, value in context.notes.items() if notes_before.get(name, object()) != value}
                 description = f"{step_name} of {lineage[0]['model']} on {lineage[0]['data']['name']}"
                 self.cache.save(key, {"state": technique.cache_state(model, config), "notes": notes}, description)
         return model, lineage
@@ -211,10 +207,9 @@ class CellRun:
 
     def prepare(self) -> CellContext:
         """Set threads, load the data onto the device and return the techniques' context."""
-        torch.set_num_threads(self.suite.spec.measure.threads or psutil.cpu_count(logical=False) or 1)
+        torch.set_num_threads(self.suite.spec.measure.thread_count())
         dataset = self.host.datasets[self.suite.spec.data.name]
         self.data = dataset.load(dataset.Config.model_validate(self.suite.data_config)).to(self.device)
-        self.notes = {}
         return self.context()
 
     def execute(self) -> dict[str, Any]:

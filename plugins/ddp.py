@@ -95,14 +95,13 @@ class Ddp(Technique):
         return "nccl" if device_type == "cuda" else "gloo"
 
     def apply(self, model, config, context):
-        import psutil
         import torch
         from torch.distributed.run import get_args_parser, run
 
         workdir = Path(context.workdir or ".") / "ddp" / context.cell.id.replace("/", "__").replace(":", "-")
         workdir.mkdir(parents=True, exist_ok=True)
         torch.save(model.state_dict(), workdir / "initial.pt")
-        total_threads = context.suite.spec.measure.threads or psutil.cpu_count(logical=False) or 1
+        threads = threads_per_process(context.suite.spec.measure.thread_count(), config.world_size)
         launches = [(config.world_size, config.nnodes)]
         if config.compare_single_process and config.nnodes == 1 and config.world_size > 1:
             launches.insert(0, (1, 1))
@@ -117,7 +116,7 @@ class Ddp(Technique):
                 "cell": context.cell.as_dict(),
                 "backend": self._backend(config, context.torch_device.type),
                 "device_type": context.torch_device.type,
-                "threads": threads_per_process(total_threads, config.world_size),
+                "threads": threads,
                 "initial": str(workdir / "initial.pt"),
                 "output": str(workdir / f"trained-{nproc}x{nnodes}.pt"),
                 "stats": str(workdir / f"stats-{nproc}x{nnodes}.json"),
@@ -134,7 +133,7 @@ class Ddp(Technique):
         notes = {
             "ddp_backend": final["backend"],
             "ddp_world_size": final["world_size"],
-            "ddp_threads_per_process": spec["threads"],
+            "ddp_threads_per_process": threads,
             "ddp_samples_per_s": final["samples"] / final["wall_s"],
             "ddp_batch_size_per_process": final["batch_size_per_process"],
         }
