@@ -1,10 +1,23 @@
 """Content-addressed cache of trained models (baselines, teachers, fine-tuned results).
 
-An entry's key is the SHA-256 of everything that determines the model: the
-model, the data set and its parameters, the training budget, the seed, every
-technique step (with its config) up to that point, and the versions of torch,
-torchvision and benchharness. The device is deliberately not part of it, so
-that CPU cells measure the model trained on the GPU in the same run. Entries are written
+An entry's key is the SHA-256 of the lineage of the model, everything that
+determines it, written as canonical JSON (see ``CellRun.lineage_root`` and
+``CellRun.apply_step`` in the worker):
+
+- the root: the model, the data set and its parameters, the training budget,
+  the seed, the versions of torch, torchvision and benchharness and this
+  module's ``FORMAT_VERSION``, and the code fingerprints of the model family
+  and of the data set;
+- one entry per technique step up to that point: the step's name, its config
+  and its technique's code fingerprint (a baseline step is cached as the
+  implicit train step, so it carries that step's fingerprint).
+
+A code fingerprint (``benchharness.host.code_fingerprint``) is the plugin, its
+distribution, the distribution's version and the SHA-256 of the source file of
+the module defining the item's class. So a fixed technique, model or loader
+never reuses weights its old code produced, whether or not its version was
+bumped. The device is deliberately not part of the key, so that CPU cells
+measure the model trained on the GPU in the same run. Entries are written
 atomically with the SHA-256 of their payload; a payload whose hash does not
 match is deleted and rebuilt, never loaded. Payloads load with
 ``weights_only=True``, so a tampered file cannot run code.
@@ -27,7 +40,7 @@ from typing import Any
 import torch
 
 CACHE_ENV = "BENCHHARNESS_CACHE_DIR"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 PAYLOAD = "state.pt"
 META = "meta.json"
 

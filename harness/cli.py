@@ -106,6 +106,7 @@ def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str
     finished = run_dir.finished_cell_ids()
     todo = [cell for cell in cells if cell.id not in finished]
     errors.print(f"[bold]{loaded.name}[/]: {len(todo)} of {len(cells)} cells to run -> {run_dir.path}")
+    warn_if_busy()
     from benchharness.cache import default_cache_dir
 
     use_cache = loaded.spec.run.cache and not no_cache
@@ -115,11 +116,24 @@ def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str
     report_path = write_report_if_possible(run_dir, host)
     if report_path:
         console.print(f"report:  {report_path}")
+    if summary.noisy:
+        errors.print(f"[yellow]warning:[/] {len(summary.noisy)} cell(s) were measured on a disturbed machine; their latencies are unreliable:")
+        for cell_id, reason in summary.noisy.items():
+            errors.print(f"  [yellow]noisy[/] {cell_id}: {reason}", highlight=False)
     if summary.interrupted:
         errors.print(f"[yellow]interrupted.[/] resume with: benchharness run --resume {run_dir.path}")
         sys.exit(EXIT_INTERRUPTED)
     if summary.any_failed:
         sys.exit(EXIT_FAILED_CELLS)
+
+
+def warn_if_busy() -> None:
+    """Say before a run starts when other processes are using the CPUs it will measure on."""
+    from benchharness.system import busy_warning
+
+    warning = busy_warning()
+    if warning:
+        errors.print(f"[yellow]warning:[/] {warning}; measurements taken now may be flagged noisy (see `benchharness system`)", highlight=False)
 
 
 def write_report_if_possible(run_dir: Any, host: PluginHost | None = None) -> Path | None:
@@ -134,16 +148,20 @@ def write_report_if_possible(run_dir: Any, host: PluginHost | None = None) -> Pa
 
 
 def run_info(suite: Any, host: PluginHost) -> dict[str, Any]:
-    """The contents of ``run.json``: the suite as run, the environment, every probe and plugin."""
+    """The contents of ``run.json``: the suite as run, the environment, every probe and plugin (with its version)."""
+    from benchharness import conditions
     from benchharness.matrix import expand
     from benchharness.store import environment, now_iso
 
+    versions = host.plugin_versions()
+    measure = suite.spec.measure
     return {
+        "conditions": conditions.describe(measure.cpus, measure.thread_count()),
         "suite": {"name": suite.name, "source": suite.source, "sha256": suite.sha256, "text": suite.text, "overrides": suite.overrides},
         "created_at": now_iso(),
         "environment": environment(suite.source),
         "probes": describe_probes(host),
-        "plugins": [{"name": name, "source": source} for name, source in host.plugin_rows()],
+        "plugins": [{"name": name, "source": source, "version": versions[name]} for name, source in host.plugin_rows()],
         "plugin_options": {"extra": list(host.options.extra)},
         "cells": [cell.id for cell in expand(suite)],
     }
@@ -225,6 +243,29 @@ def plugin_table(host: PluginHost, kind: str) -> Table:
         shown = f"{name}:<name>" if kind == "models" and entry.item.variants() is not None else name
         table.add_row(shown, entry.item.DESCRIPTION, entry.plugin, entry.distribution)
     return table
+
+
+@cli.command(name="system")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON instead of a table.")
+def system_command(as_json: bool) -> None:
+    """Check this machine for what disturbs timings: busy processes, load, threads, swap, clocks, steal.
+
+    Samples the machine for a fraction of a second. Always exits 0; docs/system-check.md explains each check.
+    """
+    from benchharness.system import system_check
+
+    findings = system_check()
+    if as_json:
+        click.echo(json.dumps([finding.as_dict() for finding in findings], indent=2))
+        return
+    colours = {"ok": "green", "warning": "yellow", "unknown": "dim"}
+    table = Table(title="system check", title_justify="left")
+    for column in ("what", "value", "verdict", "advice"):
+        table.add_column(column, overflow="fold")
+    for finding in findings:
+        colour = colours[finding.verdict]
+        table.add_row(finding.name, finding.value, f"[{colour}]{finding.verdict}[/]", finding.advice)
+    console.print(table, highlight=False)
 
 
 @cli.command()

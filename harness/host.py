@@ -5,11 +5,16 @@ exactly like third-party ones, which come from the entry-point group
 ``benchharness`` or from ``--plugin MODULE_OR_FILE.py``. Names listed in the
 ``BENCHHARNESS_DISABLE_PLUGINS`` environment variable (comma separated) are
 not registered. A plugin that fails to import is reported and skipped.
+
+Every registered item knows its distribution's version (the benchharness
+version for built-ins, None for ``--plugin`` files and inline plugins) and can
+give a code fingerprint, which artifact cache keys include.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -23,7 +28,7 @@ from typing import Any, Generic, TypeVar
 
 import pluggy
 
-from benchharness import hookspecs
+from benchharness import __version__, hookspecs
 from benchharness.api import Dataset, ModelFamily, Probe, Technique
 from benchharness.errors import PluginError
 
@@ -67,13 +72,33 @@ class PluginOptions:
         return {name.strip() for name in names if name.strip()}
 
 
+def source_sha256(item: Any) -> str | None:
+    """The SHA-256 of the file of the module that defines ``item``'s class, or None when it has no file."""
+    module = sys.modules.get(type(item).__module__)
+    path = getattr(module, "__file__", None)
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path else None
+    except OSError:
+        return None
+
+
+def code_fingerprint(item: Any, plugin: str, distribution: str, version: str | None) -> dict[str, Any]:
+    """What identifies the code of ``item``: its plugin, distribution, the distribution's version and its source's hash."""
+    return {"plugin": plugin, "distribution": distribution, "version": version, "source_sha256": source_sha256(item)}
+
+
 @dataclass
 class Registered(Generic[T]):
-    """Something a plugin registered, with where it came from."""
+    """Something a plugin registered, with where it came from and the version of its distribution (None if unknown)."""
 
     item: T
     plugin: str
     distribution: str
+    version: str | None = None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The item's code fingerprint (see :func:`code_fingerprint`); part of artifact cache keys."""
+        return code_fingerprint(self.item, self.plugin, self.distribution, self.version)
 
 
 @dataclass
@@ -84,8 +109,8 @@ class Registry(Generic[T]):
     base: type
     entries: dict[str, Registered[T]] = field(default_factory=dict)
 
-    def add(self, item: Any, plugin: str, distribution: str) -> None:
-        """Add ``item`` (an instance, or a class that is instantiated) registered by ``plugin``."""
+    def add(self, item: Any, plugin: str, distribution: str, version: str | None = None) -> None:
+        """Add ``item`` (an instance, or a class that is instantiated) registered by ``plugin`` of ``distribution`` at ``version``."""
         if isinstance(item, type):
             item = item()
         if not isinstance(item, self.base):
@@ -97,7 +122,7 @@ class Registry(Generic[T]):
             first = self.entries[name].plugin
             warnings.warn(f"{self.kind} {name!r} from plugin {plugin!r} ignored: plugin {first!r} registered it first", stacklevel=2)
             return
-        self.entries[name] = Registered(item, plugin, distribution)
+        self.entries[name] = Registered(item, plugin, distribution, version)
 
     def __contains__(self, name: str) -> bool:
         return name in self.entries
@@ -172,13 +197,14 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.failures: list[PluginFailure] = []
         self.sources: dict[str, str] = {}
+        self.versions: dict[str, str | None] = {}
         blocked = self.options.blocked()
         for name in DEFAULT_PLUGINS:
-            self._load(name, lambda name=name: importlib.import_module(name), BUILTIN, blocked)
+            self._load(name, lambda name=name: importlib.import_module(name), BUILTIN, blocked, __version__)
         if self.options.entry_points:
             for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
-                dist = entry_point.dist.name if entry_point.dist else "unknown"
-                self._load(entry_point.name, entry_point.load, dist, blocked)
+                dist = entry_point.dist
+                self._load(entry_point.name, entry_point.load, dist.name if dist else "unknown", blocked, dist.version if dist else None)
         for spec in self.options.extra:
             self._load(spec, lambda spec=spec: _import_plugin(spec), f"--plugin {spec}", blocked)
         self.hooks = HookCaller(self.pm)
@@ -195,6 +221,7 @@ class PluginHost:
         name = self.pm.get_name(plugin)
         self.pm.unregister(plugin)
         self.sources.pop(name, None)
+        self.versions.pop(name, None)
         self._collect_all()
 
     def _collect_all(self) -> None:
@@ -204,7 +231,7 @@ class PluginHost:
         self.datasets: Registry[Dataset] = self._collect("data set", Dataset, "register_datasets")
         self.probes: Registry[Probe] = self._collect("probe", Probe, "register_probes")
 
-    def _load(self, name: str, load: Any, source: str, blocked: set[str]) -> None:
+    def _load(self, name: str, load: Any, source: str, blocked: set[str], version: str | None = None) -> None:
         if name in blocked:
             return
         try:
@@ -216,15 +243,17 @@ class PluginHost:
             return
         self.pm.register(plugin, name=name)
         self.sources[name] = source
+        self.versions[name] = version
 
     def _collect(self, kind: str, base: type, hook_name: str) -> Registry:
         registry: Registry = Registry(kind, base)
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
             plugin_name = impl.plugin_name
             source = self.sources.get(plugin_name, "unknown")
+            version = self.versions.get(plugin_name)
 
-            def register(item: Any, plugin_name: str = plugin_name, source: str = source) -> None:
-                registry.add(item, plugin_name, source)
+            def register(item: Any, plugin_name: str = plugin_name, source: str = source, version: str | None = version) -> None:
+                registry.add(item, plugin_name, source, version)
 
             try:
                 impl.function(**({"register": register} if "register" in impl.argnames else {}))
@@ -257,3 +286,14 @@ class PluginHost:
     def plugin_rows(self) -> list[tuple[str, str]]:
         """(plugin name, where it came from) for every registered plugin."""
         return [(name, self.sources.get(name, "registered inline")) for name, _ in self.pm.list_name_plugin() if name]
+
+    def technique_fingerprint(self, technique: Technique) -> dict[str, Any]:
+        """The code fingerprint of ``technique``: its registration's, or a built-in's for one the harness made (the implicit train step)."""
+        entry = self.techniques.entries.get(technique.NAME)
+        if entry is not None and entry.item is technique:
+            return entry.fingerprint()
+        return code_fingerprint(technique, type(technique).__module__, BUILTIN, __version__)
+
+    def plugin_versions(self) -> dict[str, str | None]:
+        """Every registered plugin's name and its distribution's version (None for ``--plugin`` files and inline plugins)."""
+        return {name: self.versions.get(name) for name, _ in self.plugin_rows()}

@@ -1,4 +1,7 @@
-"""Measurements taken identically for every cell: latency, throughput, size, parameters, FLOPs, memory."""
+"""Measurements taken identically for every cell: latency samples, size, parameters, FLOPs.
+
+Latency statistics over interleaved rounds live in :mod:`benchharness.rounds`, their CIs in :mod:`benchharness.stats`.
+"""
 
 from __future__ import annotations
 
@@ -14,44 +17,6 @@ from torch import nn
 
 from benchharness.representation import count_parameters  # noqa: F401  (part of the measuring API)
 from benchharness.suite import MeasureSettings
-
-
-BOOTSTRAP_CHUNK_ELEMENTS = 2_000_000
-
-
-def bootstrap_median_ci(samples: list[float], confidence: float = 0.95, resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """A percentile-bootstrap confidence interval of the median of ``samples`` (memory bounded by resampling in chunks)."""
-    values = np.asarray(samples, dtype=float)
-    if values.size == 0:
-        return (math.nan, math.nan)
-    rng = np.random.default_rng(seed)
-    chunk = max(1, BOOTSTRAP_CHUNK_ELEMENTS // values.size)
-    medians = np.concatenate(
-        [np.median(rng.choice(values, size=(min(chunk, resamples - start), values.size), replace=True), axis=1) for start in range(0, resamples, chunk)]
-    )
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    low, high = np.percentile(medians, [tail, 100.0 - tail])
-    return float(low), float(high)
-
-
-def summarise_latency(samples_ms: list[float], batch_size: int) -> dict[str, Any]:
-    """p50/p90/p99/mean/std of latency samples, the median's 95% CI, and throughput."""
-    values = np.asarray(samples_ms, dtype=float)
-    low, high = bootstrap_median_ci(samples_ms)
-    total_s = float(values.sum()) / 1000.0
-    return {
-        "batch_size": batch_size,
-        "latency_p50_ms": float(np.percentile(values, 50)),
-        "latency_p90_ms": float(np.percentile(values, 90)),
-        "latency_p99_ms": float(np.percentile(values, 99)),
-        "latency_mean_ms": float(values.mean()),
-        "latency_std_ms": float(values.std(ddof=1)) if values.size > 1 else 0.0,
-        "latency_p50_ci95_low_ms": low,
-        "latency_p50_ci95_high_ms": high,
-        "throughput_sps": batch_size * values.size / total_s if total_s > 0 else math.nan,
-        "iterations": int(values.size),
-        "samples_ms": [float(v) for v in values],
-    }
 
 
 def example_batch(inputs: torch.Tensor, batch_size: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ removed channels really do less work.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -61,8 +62,103 @@ def _has_pruning_mask(module: nn.Module) -> bool:
     return any(isinstance(hook, BasePruningMethod) for hook in module._forward_pre_hooks.values())
 
 
-def inspect_representation(model: nn.Module, reference_params: int) -> dict[str, Any]:
-    """Facts about ``model``'s representation and whether a speedup over ``reference_params`` dense float parameters can be expected."""
+FAST_SHARE_NOTICED = 0.10
+_DENSE_LAYERS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
+
+
+def _layer_flops(module: nn.Module, output: Any) -> int:
+    """FLOPs (2 x multiply-accumulates) of one Linear or Conv call, float or quantized, from its output's shape."""
+    if not isinstance(output, torch.Tensor):
+        return 0
+    name = type(module).__name__
+    if "Linear" in name and hasattr(module, "in_features"):
+        return 2 * module.in_features * output.numel()
+    if "Conv" in name and hasattr(module, "in_channels"):
+        kernel = 1
+        for size in module.kernel_size:
+            kernel *= size
+        return 2 * (module.in_channels // module.groups) * kernel * output.numel()
+    return 0
+
+
+def _representation(module: nn.Module, ancestors_fast: bool) -> str:
+    if _is_quantized(module):
+        return "int8"
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dtype in (torch.float16, torch.bfloat16):
+        return "half"
+    return "declared" if ancestors_fast else "float"
+
+
+def layer_flops(model: nn.Module, sample: torch.Tensor) -> dict[str, float]:
+    """FLOPs of one sample's forward pass in Linear and Conv layers, by representation (int8, half, declared, float).
+
+    Counted from the layers' shapes, so quantized layers (which torch's FLOP counter skips) are
+    counted alike. ``declared`` is the work under a module that declares ``benchharness_speedup``
+    as expected (e.g. an autocast wrapper).
+    """
+    totals: dict[str, float] = {"int8": 0.0, "half": 0.0, "declared": 0.0, "float": 0.0}
+    fast_roots = [module for module in model.modules() if getattr(module, "benchharness_speedup", (False,))[0]]
+    fast_members = {id(child) for root in fast_roots for child in root.modules()}
+    handles = []
+
+    def count(module, inputs, output):
+        totals[_representation(module, id(module) in fast_members)] += _layer_flops(module, output)
+
+    for module in model.modules():
+        if not list(module.children()) and any(part in type(module).__name__ for part in _DENSE_LAYERS):
+            handles.append(module.register_forward_hook(count))
+    try:
+        with torch.inference_mode():
+            model.eval()(sample[:1])
+    except Exception:
+        return {}
+    finally:
+        for handle in handles:
+            handle.remove()
+    return totals
+
+
+def fast_share(flops: dict[str, float], reference_flops: dict[str, float]) -> float | None:
+    """Share of the reference model's Linear/Conv FLOPs that are removed or run in a faster representation."""
+    reference_total = sum(reference_flops.values()) if reference_flops else 0.0
+    if not flops or reference_total <= 0:
+        return None
+    total = sum(flops.values())
+    removed = max(0.0, reference_total - total)
+    faster = flops["int8"] + flops["half"] + flops["declared"]
+    return min(1.0, (removed + faster) / reference_total)
+
+
+def _share_reason(share: float, flops: dict[str, float], reference_flops: dict[str, float]) -> str:
+    reference_total = sum(reference_flops.values())
+    removed = max(0.0, reference_total - sum(flops.values())) / reference_total
+    parts = []
+    if removed > 0.005:
+        parts.append(f"{removed:.0%} removed")
+    for kind, label in (("int8", "in int8 kernels"), ("half", "in half precision"), ("declared", "under autocast or another declared fast mode")):
+        if flops[kind] > 0:
+            parts.append(f"{flops[kind] / reference_total:.0%} {label}")
+    detail = ", ".join(parts) or "none removed or in a faster representation"
+    return f"{share:.1%} of the reference's FLOPs are faster ({detail}); at most {speedup_bound(share):.3g}x"
+
+
+def speedup_bound(share: float | None) -> float:
+    """Amdahl's bound: the speedup if the faster share took no time at all (inf when all of it is faster)."""
+    if share is None:
+        return math.inf
+    return math.inf if share >= 1.0 else 1.0 / (1.0 - share)
+
+
+def inspect_representation(
+    model: nn.Module, reference_params: int, reference_flops: dict[str, float] | None = None, sample: torch.Tensor | None = None
+) -> dict[str, Any]:
+    """Facts about ``model``'s representation and how much speedup over the dense float reference it allows.
+
+    ``fast_flops_share`` is the share of the reference's Linear/Conv FLOPs that are removed or
+    run in a faster representation (int8 kernels, half precision, a declared fast mode);
+    ``speedup_expected`` says whether that share is large enough to notice.
+    """
     modules = list(model.modules())
     quantized = sum(_is_quantized(module) for module in modules)
     fake_quantized = sum(_is_fake_quantized(module) for module in modules)
@@ -71,30 +167,50 @@ def inspect_representation(model: nn.Module, reference_params: int) -> dict[str,
     params, nonzero = count_parameters(model)
     sparsity = 1.0 - nonzero / params if params else 0.0
     declared = [module.benchharness_speedup for module in modules if hasattr(module, "benchharness_speedup")]
+    flops = layer_flops(model, sample) if sample is not None and reference_flops else {}
+    share = fast_share(flops, reference_flops or {})
     if fake_quantized:
         expected, reason = False, "fake-quantized modules simulate int8 in floating point: slower, not faster"
     elif masked:
         expected, reason = False, "pruning masks are applied in every forward pass: no speedup"
-    elif quantized:
-        expected, reason = True, f"{quantized} modules run int8 kernels"
-    elif declared:
-        expected, reason = declared[0]
-    elif reference_params and params < STRUCTURAL_REDUCTION * reference_params:
-        expected, reason = True, f"channels removed: {params / reference_params:.0%} of the parameters remain, in smaller dense layers"
-    elif any(dtype in ("float16", "bfloat16") for dtype in dtypes):
-        expected, reason = True, "half-precision weights: faster only where the device has fast kernels for them"
-    elif sparsity > SPARSITY_NOTICED:
-        expected, reason = False, f"{sparsity:.0%} zeros stored in dense tensors: dense kernels do the same work"
+    elif share is not None and share >= FAST_SHARE_NOTICED:
+        expected, reason = True, _share_reason(share, flops, reference_flops)
+        if declared and declared[0][0]:
+            reason += "; " + declared[0][1]
+    elif share is not None and share < 0.005 and sparsity <= SPARSITY_NOTICED:
+        expected, reason = False, "dense float model: the reference representation (no FLOPs removed or in a faster form)"
+    elif share is not None:
+        expected = False
+        reason = _share_reason(share, flops, reference_flops) + ": too little to be measurably faster"
+        if sparsity > SPARSITY_NOTICED:
+            reason = f"{sparsity:.0%} zeros stored in dense tensors: dense kernels do the same work; " + reason
     else:
-        expected, reason = False, "dense float model: the reference representation"
+        expected, reason = _legacy_verdict(quantized, declared, params, reference_params, dtypes, sparsity)
     return {
         "params": params,
         "params_nonzero": nonzero,
         "speedup_expected": expected,
         "speedup_reason": reason,
+        "fast_flops_share": share,
+        "speedup_bound": speedup_bound(share) if share is not None else None,
         "sparsity": sparsity,
         "quantized_modules": quantized,
         "fake_quantized_modules": fake_quantized,
         "pruning_masks": masked,
         "param_dtypes": dtypes,
     }
+
+
+def _legacy_verdict(quantized: int, declared: list, params: int, reference_params: int, dtypes: list[str], sparsity: float) -> tuple[bool, str]:
+    """The verdict from modules and tensors alone, where FLOPs cannot be counted."""
+    if quantized:
+        return True, f"{quantized} modules run int8 kernels"
+    if declared:
+        return declared[0]
+    if reference_params and params < STRUCTURAL_REDUCTION * reference_params:
+        return True, f"channels removed: {params / reference_params:.0%} of the parameters remain, in smaller dense layers"
+    if any(dtype in ("float16", "bfloat16") for dtype in dtypes):
+        return True, "half-precision weights: faster only where the device has fast kernels for them"
+    if sparsity > SPARSITY_NOTICED:
+        return False, f"{sparsity:.0%} zeros stored in dense tensors: dense kernels do the same work"
+    return False, "dense float model: the reference representation"

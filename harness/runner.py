@@ -21,6 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from benchharness.api import Cell
 from benchharness.host import PluginHost
+from benchharness.matrix import Group, expand, group_cells
+from benchharness.rounds import Contender, GroupResult, GroupRounds, contradiction, latency_entry
 from benchharness.store import RunDir, now_iso
 from benchharness.suite import Suite
 
@@ -71,14 +73,10 @@ def _receive(receiver: Any) -> dict[str, Any] | None:
         return None
 
 
-def _kill_process_group(pid: int | None) -> None:
-    """Kill whatever the worker left behind (e.g. DDP processes): workers lead their own process group."""
-    if pid is None:
-        return
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+def _kill_worker(process: Any, tracker: Any) -> None:
+    """Kill the worker and every process it started, wherever they are now (DDP ranks and other sessions included)."""
+    tracker.kill_all()
+    process.join()
 
 
 def _signal_name(exitcode: int) -> str:
@@ -95,6 +93,7 @@ class RunSummary:
     run_dir: RunDir
     counts: Counter = field(default_factory=Counter)
     interrupted: bool = False
+    noisy: dict[str, str] = field(default_factory=dict)
 
     @property
     def any_failed(self) -> bool:
@@ -113,68 +112,71 @@ class Runner:
         self.console = console or Console(stderr=True)
         self._interrupts = 0
         self._device_reasons: dict[str, str] = {}
+        self._cells = {cell.id: cell for cell in expand(suite)}
+        self._plugin_versions = host.plugin_versions()
 
     def _skip_reason(self, cell: Cell) -> str | None:
         if cell.device not in self._device_reasons:
             self._device_reasons[cell.device] = self.host.probes[cell.device].unavailable_reason() or ""
         return self.host.skip_reason(cell, self._device_reasons[cell.device])
 
-    def run_cell(self, cell: Cell) -> dict[str, Any] | None:
-        """Run one cell and return its record, or None when a second Ctrl-C abandoned it."""
+    def build_cell(self, cell: Cell) -> dict[str, Any] | None:
+        """Build one cell in a worker (train, transform, measure all but latency): the start of its record, or None after a second Ctrl-C."""
+        from benchharness.worker import CellTask
+
         started_at, started = now_iso(), time.perf_counter()
         reason = self._skip_reason(cell)
         if reason:
             result: dict[str, Any] = {"status": "skipped", "error_type": "unsupported", "error_message": reason}
         else:
-            result = self._run_in_worker(cell)
+            task = CellTask(cell, self.suite, self.host.options, self.run_dir.path, self.cache_dir, self.run_dir.artifact_path(cell.id))
+            result = self._run_in_worker(task, self.run_dir.log_path(cell.id), f"cell {cell.id}")
             if result is None:
                 return None
-        record = {"cell": cell.as_dict(), "status": result.pop("status"), "error_type": None, "error_message": None}
+        record = {"cell": cell.as_dict(), "status": result.pop("status"), "error_type": None, "error_message": None, "plugins": self._plugin_versions}
         record.update(result)
         record.update(started_at=started_at, wall_s=time.perf_counter() - started)
         if "worker_wall_s" in record:
             record["worker_overhead_s"] = record["wall_s"] - record["worker_wall_s"]
         return record
 
-    def _run_in_worker(self, cell: Cell) -> dict[str, Any] | None:
-        from benchharness.worker import CellTask, run_in_worker
+    def _run_in_worker(self, task: Any, log_path: Path, name: str) -> dict[str, Any] | None:
+        """Run ``task`` (a CellTask or TimingTask) in a fresh worker; its result, a failure, or None after a second Ctrl-C."""
+        from benchharness.processes import DescendantTracker
+        from benchharness.worker import run_in_worker
 
         context = worker_context()
-        log_path = self.run_dir.log_path(cell.id)
         receiver, sender = context.Pipe(duplex=False)
-        task = CellTask(cell, self.suite, self.host.options, self.run_dir.path, self.cache_dir)
-        process = context.Process(target=run_in_worker, args=(task, sender, str(log_path)), name=f"cell {cell.id}")
+        process = context.Process(target=run_in_worker, args=(task, sender, str(log_path)), name=name)
         timeout = self.suite.spec.run.cell_timeout_s
         deadline = time.monotonic() + timeout
         process.start()
         sender.close()
+        tracker = DescendantTracker(process.pid)
         try:
-            return self._wait(process, receiver, log_path, timeout, deadline)
+            return self._wait(process, receiver, log_path, timeout, deadline, tracker)
         except KeyboardInterrupt:
-            process.kill()
-            process.join()
             return None
         finally:
-            _kill_process_group(process.pid)
+            _kill_worker(process, tracker)
             receiver.close()
 
-    def _wait(self, process: Any, receiver: Any, log_path: Path, timeout: float, deadline: float) -> dict[str, Any]:
-        """Wait for the worker's result, its death, or the deadline."""
+    def _wait(self, process: Any, receiver: Any, log_path: Path, timeout: float, deadline: float, tracker: Any) -> dict[str, Any]:
+        """Wait for the worker's result, its death, or the deadline, remembering every process it starts meanwhile."""
         while True:
+            tracker.poll()
             if receiver.poll(0.1) or not process.is_alive():
                 result = _receive(receiver)
                 process.join(10)
                 if process.is_alive():
-                    process.kill()
-                    process.join()
+                    _kill_worker(process, tracker)
                 if result is not None:
                     return result
                 code = process.exitcode
                 how = f"killed by {_signal_name(code)}" if code is not None and code < 0 else f"exited with code {code}"
                 return {"status": "failed", "error_type": "crash", "error_message": f"worker {how} before reporting", "traceback": log_tail(log_path)}
             if time.monotonic() > deadline:
-                process.kill()
-                process.join()
+                _kill_worker(process, tracker)
                 return {
                     "status": "timeout",
                     "error_type": "timeout",
@@ -188,35 +190,130 @@ class Runner:
             raise KeyboardInterrupt
         self.console.print("[yellow]Ctrl-C: stopping after the current cell (press Ctrl-C again to stop now)[/]")
 
+    def time_in_worker(self, contender: Contender, device: str) -> dict[str, Any]:
+        """Time one cell's saved model once, in a fresh worker (raises KeyboardInterrupt after a second Ctrl-C)."""
+        from benchharness.worker import TimingTask
+
+        task = TimingTask(Path(contender.artifact), device, self.suite.spec.measure, self.host.options)
+        result = self._run_in_worker(task, self.run_dir.log_path(contender.cell_id), f"timing {contender.cell_id}")
+        if result is None:
+            raise KeyboardInterrupt
+        return result
+
     def run(self, cells: list[Cell]) -> RunSummary:
-        """Run ``cells`` in order; every finished cell is appended to ``results.jsonl`` at once."""
+        """Run ``cells`` group by group; every finished cell is appended to ``results.jsonl`` once its group is timed."""
         summary = RunSummary(self.run_dir)
         previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
         try:
             with Progress(*columns, console=self.console, transient=False) as progress:
-                bar = progress.add_task("starting workers (importing torch once)", total=len(cells))
+                self._progress = progress
+                self._bar = progress.add_task("starting workers (importing torch once)", total=len(cells))
                 if cells:
                     start_workers()
-                for cell in cells:
-                    if self._interrupts:
+                for group in group_cells(cells, self.suite):
+                    if self._interrupts or not self.run_group(group, summary):
                         summary.interrupted = True
                         break
-                    progress.update(bar, description=f"[bold]{cell.id}[/]")
-                    self.host.hooks.before_cell(cell=cell, context={"suite": self.suite, "run_dir": self.run_dir.path})
-                    record = self.run_cell(cell)
-                    if record is None:
-                        summary.interrupted = True
-                        break
-                    self.run_dir.append(record)
-                    self.host.hooks.after_cell(cell=cell, record=record)
-                    summary.counts[record["status"]] += 1
-                    progress.console.print(describe_record(record))
-                    progress.advance(bar)
-                progress.update(bar, description="done" if not summary.interrupted else "interrupted")
+                progress.update(self._bar, description="done" if not summary.interrupted else "interrupted")
         finally:
             signal.signal(signal.SIGINT, previous_handler)
         return summary
+
+    def run_group(self, group: Group, summary: RunSummary) -> bool:
+        """Build every cell of ``group``, time them in interleaved rounds, record them; False when interrupted before the end."""
+        built: list[dict[str, Any]] = []
+        complete = True
+        try:
+            for cell in group.cells:
+                if self._interrupts:
+                    complete = False
+                    break
+                recorded = cell.id in group.to_record
+                self._progress.update(self._bar, description=f"[bold]{cell.id}[/]: building")
+                if recorded:
+                    self.host.hooks.before_cell(cell=cell, context={"suite": self.suite, "run_dir": self.run_dir.path})
+                record = self.build_cell(cell)
+                if record is None:
+                    return False
+                if record["status"] == "ok":
+                    built.append(record)
+                elif recorded:
+                    self._finish(record, summary)
+            if built:
+                for record in self.time_group(group, built):
+                    if record["cell"]["id"] in group.to_record:
+                        self._finish(record, summary)
+        except KeyboardInterrupt:
+            return False
+        finally:
+            for record in built:
+                self.run_dir.artifact_path(record["cell"]["id"]).unlink(missing_ok=True)
+        return complete
+
+    def time_group(self, group: Group, built: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Time the built cells of ``group`` in interleaved rounds and complete their records."""
+        settings = self.suite.spec.measure
+        contenders = [Contender(record["cell"]["id"], record["artifact"]) for record in built if "artifact" in record]
+
+        def show(rounds: int, widest: float) -> None:
+            width = f"widest CI ±{widest:.1%}" if widest != float("inf") else "CIs need 2 rounds"
+            self._progress.update(self._bar, description=f"[bold]{group.label}[/]: timing round {rounds}/{settings.max_rounds}, {width}")
+
+        rounds = GroupRounds(contenders, group.reference, settings, lambda contender: self.time_in_worker(contender, group.device))
+        result = rounds.run(stop_requested=lambda: self._interrupts > 0, on_round=show)
+        return [complete_record(record, result, settings) for record in built]
+
+    def _finish(self, record: dict[str, Any], summary: RunSummary) -> None:
+        """Append ``record``, tell the plugins, count it and print it."""
+        record.pop("artifact", None)
+        self.run_dir.append(record)
+        self.host.hooks.after_cell(cell=self._cells[record["cell"]["id"]], record=record)
+        summary.counts[record["status"]] += 1
+        if record.get("noisy"):
+            summary.noisy[record["cell"]["id"]] = record.get("noise_reason") or "noisy"
+        self._progress.console.print(describe_record(record))
+        self._progress.advance(self._bar)
+
+
+def complete_record(record: dict[str, Any], result: GroupResult, settings: Any) -> dict[str, Any]:
+    """Add the rounds' latency, speedups, noise flags and contradictions to a built cell's record."""
+    cell_id = record["cell"]["id"]
+    if "in_process_rounds" in record:
+        rounds = record.pop("in_process_rounds")
+        record["latency"] = [latency_entry([timing[index] for timing in rounds], size) for index, size in enumerate(settings.batch_sizes)]
+        record.update(noisy=True, noise_reason=record.pop("timed_in_build_process") + "; it was timed in its build process, not interleaved with its reference")
+        return record
+    outcome = result.outcomes[cell_id]
+    if outcome.failure is not None:
+        failure = outcome.failure
+        record.update(
+            status=failure.get("status", "failed"), error_type=failure.get("error_type"),
+            error_message=f"timing failed: {failure.get('error_message')}", traceback=failure.get("traceback"),
+        )
+        return record
+    record["latency"] = outcome.latency
+    record["measurement"] = result.summary()
+    reference = result.outcomes.get(result.reference) if result.reference else None
+    aa_widths = [_aa_half_width(entry) for entry in reference.latency] if reference and reference.failure is None else []
+    bound = record["metrics"].get("speedup_bound")
+    found = []
+    for index, entry in enumerate(outcome.latency):
+        reason = contradiction(entry, bound, aa_widths[index] if index < len(aa_widths) else float("inf"))
+        entry["speedup_contradiction"] = reason
+        if reason:
+            found.append(reason)
+    record["speedup_contradiction"] = "; ".join(found) or None
+    record["noisy"] = outcome.noisy
+    record["noise_reason"] = "; ".join(outcome.noise_reasons) or None
+    return record
+
+
+def _aa_half_width(entry: dict[str, Any]) -> float:
+    low, high, estimate = entry.get("aa_speedup_ci95_low"), entry.get("aa_speedup_ci95_high"), entry.get("aa_speedup")
+    if low is None or high is None or not estimate:
+        return float("inf")
+    return (high - low) / 2.0 / estimate
 
 
 def describe_record(record: dict[str, Any]) -> str:
@@ -227,9 +324,19 @@ def describe_record(record: dict[str, Any]) -> str:
         colour = "yellow" if status == "skipped" else "red"
         return f"[{colour}]{status:>7}[/] {cell_id}: {record.get('error_message')}"
     metrics = record["metrics"]
-    first = record["latency"][0]
-    return (
+    last = record["latency"][-1]
+    speedup = ""
+    if last.get("speedup_p50") is not None:
+        speedup = f" = {last['speedup_p50']:.3g}x ({last['speedup_ci95_low']:.3g}-{last['speedup_ci95_high']:.3g})"
+    elif last.get("aa_speedup") is not None:
+        speedup = f", A/A {last['aa_speedup']:.3g}x ({last['aa_speedup_ci95_low']:.3g}-{last['aa_speedup_ci95_high']:.3g})"
+    line = (
         f"[green]{'ok':>7}[/] {cell_id}: top-1 {metrics['accuracy_top1']:.3f}, "
-        f"p50 {first['latency_p50_ms']:.3f} ms at batch {first['batch_size']}, "
-        f"{metrics['size_bytes'] / 1e6:.2f} MB, trained {metrics['train_s']:.1f} s"
+        f"p50 {last['latency_p50_ms']:.3g} ms at batch {last['batch_size']}{speedup}, "
+        f"{metrics['size_bytes'] / 1e6:.3g} MB, trained {metrics['train_s']:.1f} s"
     )
+    if record.get("noisy"):
+        line += f"\n        [yellow]noisy:[/] {record.get('noise_reason')}"
+    if record.get("speedup_contradiction"):
+        line += f"\n        [yellow]contradiction:[/] {record['speedup_contradiction']}"
+    return line

@@ -18,6 +18,7 @@ from benchharness.errors import HarnessError
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.jsonl"
 LOGS_DIR = "logs"
+MODELS_DIR = "models"
 LOCK_FILE = ".lock"
 
 
@@ -75,7 +76,11 @@ class RunDir:
 
     def log_path(self, cell_id: str) -> Path:
         """The log file that captures a cell worker's output."""
-        return self.path / LOGS_DIR / (cell_id.replace("/", "__").replace(":", "-") + ".log")
+        return self.path / LOGS_DIR / (_file_stem(cell_id) + ".log")
+
+    def artifact_path(self, cell_id: str) -> Path:
+        """Where a built cell's final model waits to be timed (removed once its group is timed)."""
+        return self.path / MODELS_DIR / (_file_stem(cell_id) + ".pt")
 
     @classmethod
     def create(cls, out_root: Path, suite_name: str) -> "RunDir":
@@ -161,6 +166,10 @@ class RunDir:
     def finished_cell_ids(self) -> set[str]:
         """Ids of the cells that already have a record."""
         return {record["cell"]["id"] for record in self.records()}
+
+
+def _file_stem(cell_id: str) -> str:
+    return cell_id.replace("/", "__").replace(":", "-")
 
 
 def now_iso() -> str:

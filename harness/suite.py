@@ -77,26 +77,49 @@ class TrainBudget(Section):
 
 
 class MeasureSettings(Section):
-    """``[measure]``: how inference latency is timed."""
+    """``[measure]``: how inference latency is timed.
+
+    Latency is measured in rounds. In each round every cell of a (model, device, repeat)
+    group is timed once, reference first, each in a fresh process restored from the
+    cell's saved model; ``warmup`` ... ``max_iterations`` apply to one cell in one round.
+    """
 
     batch_sizes: list[Annotated[int, Field(ge=1)]] = Field([1, 32], min_length=1, description="Batch sizes timed for every cell.")
-    warmup: int = Field(10, ge=0, le=100_000, description="Untimed iterations before timing starts.")
-    min_iterations: int = Field(30, ge=1, le=1_000_000, description="Timing goes on until at least this many samples...")
-    min_seconds: float = Field(1.0, ge=0, le=3600, description="...and at least this many seconds of samples.")
-    max_iterations: int = Field(10_000, ge=1, le=10_000_000, description="Upper bound of timed samples per batch size.")
-    threads: int | None = Field(None, ge=1, le=4096, description="torch intra-op threads; default: the physical cores.")
+    warmup: int = Field(10, ge=0, le=100_000, description="Untimed iterations before timing starts, per round and batch size.")
+    min_iterations: int = Field(30, ge=1, le=1_000_000, description="Timing goes on until at least this many samples per round...")
+    min_seconds: float = Field(0.2, ge=0, le=3600, description="...and at least this many seconds of samples per round.")
+    max_iterations: int = Field(10_000, ge=1, le=10_000_000, description="Upper bound of timed samples per round and batch size.")
+    min_rounds: int = Field(3, ge=2, le=1000, description="Interleaved rounds always measured (at least 2: a CI needs two paired rounds).")
+    max_rounds: int = Field(10, ge=2, le=1000, description="Rounds stop here even when a speedup's CI is still wider than target_ci.")
+    target_ci: float = Field(0.03, gt=0, le=1, description="Rounds stop once every speedup's 95% CI half-width is at most this share of the speedup.")
+    max_seconds: float = Field(300.0, gt=0, le=86_400, description="Rounds of one group stop after this many seconds of measuring.")
+    aa_control: bool = Field(True, description="Also time the reference a second time in every round (A/A control): the noise floor.")
+    max_other_cpu: float = Field(
+        0.2, ge=0, le=4096, description="A timing during which other processes used more than this many cores is disturbed and repeated."
+    )
+    disturbed_retries: int = Field(2, ge=0, le=100, description="How often a disturbed timing is repeated before it is kept and the cell flagged noisy.")
+    max_round_spread: float = Field(
+        0.10, gt=0, le=10, description="A cell whose per-round speedups differ by more than this share (max/min - 1) is flagged noisy."
+    )
+    threads: int | None = Field(None, ge=1, le=4096, description="torch intra-op threads; default: the physical cores among `cpus`.")
+    cpus: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1, description="CPUs timing runs on (affinity); default: all this process may use.")
     eval_batch_size: int = Field(512, ge=1, description="Batch size used to compute accuracy.")
 
     def thread_count(self) -> int:
-        """The torch threads a cell uses: ``threads``, or else the machine's physical cores."""
+        """The torch threads a cell uses: ``threads``, or else the machine's physical cores (at most one per allowed CPU)."""
         import psutil
 
-        return self.threads or psutil.cpu_count(logical=False) or 1
+        if self.threads:
+            return self.threads
+        physical = psutil.cpu_count(logical=False) or 1
+        return max(1, min(physical, len(self.cpus) if self.cpus else physical))
 
     @model_validator(mode="after")
     def _iterations_in_order(self) -> "MeasureSettings":
         if self.min_iterations > self.max_iterations:
             raise ValueError(f"min_iterations ({self.min_iterations}) must not exceed max_iterations ({self.max_iterations})")
+        if self.min_rounds > self.max_rounds:
+            raise ValueError(f"min_rounds ({self.min_rounds}) must not exceed max_rounds ({self.max_rounds})")
         return self
 
 
@@ -289,6 +312,7 @@ def load_suite_text(text: str, source: str, host: "PluginHost", default_name: st
     _check_models(spec, host, problems)
     _check_devices(spec, host, problems)
     _check_unique(spec, problems)
+    _check_cpus(spec, problems)
     suite = Suite(
         spec=spec,
         name=spec.name or default_name,
@@ -386,6 +410,14 @@ def _check_devices(spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProb
             close = difflib.get_close_matches(name, list(devices), n=1, cutoff=0.5)
             hint = f"did you mean {close[0]!r}?" if close else f"registered devices: {', '.join(devices)}"
             problems.append(SuiteProblem(f"devices[{index}]", f"unknown device {name!r}", hint))
+
+
+def _check_cpus(spec: SuiteSpec, problems: list[SuiteProblem]) -> None:
+    from benchharness.conditions import allowed_cpus, unavailable_cpus
+
+    missing = unavailable_cpus(spec.measure.cpus)
+    if missing:
+        problems.append(SuiteProblem("measure.cpus", f"CPUs {missing} are not available to this process", f"choose among {allowed_cpus()}, or leave cpus out"))
 
 
 def _check_unique(spec: SuiteSpec, problems: list[SuiteProblem]) -> None:

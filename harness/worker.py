@@ -22,13 +22,16 @@ import numpy as np
 import torch
 import torchvision  # noqa: F401  (preloaded for the forkserver)
 
+from benchharness import conditions
+from benchharness.artifact import load_model, save_model
 from benchharness.api import Cell, CellContext, Data, Probe, Step, Technique
 from benchharness.cache import ArtifactCache, cache_key, library_versions
 from benchharness.errors import Diverged, Unsupported
-from benchharness.measure import count_flops, example_batch, size_metrics, summarise_latency, time_inference
-from benchharness.representation import count_parameters, inspect_representation
+from benchharness.measure import count_flops, example_batch, size_metrics, time_inference
+from benchharness.representation import count_parameters, inspect_representation, layer_flops
 from benchharness.host import DEFAULT_PLUGINS, PluginHost, PluginOptions
-from benchharness.suite import Suite, split_model_name
+from benchharness.suite import MeasureSettings, Suite, split_model_name
+from benchharness.system import OtherCpuMeter
 from benchharness.train import Trainer, evaluate_accuracy, to_memory_format
 
 TRACEBACK_LINES = 40
@@ -50,13 +53,35 @@ preload_builtin_plugins()
 
 @dataclass
 class CellTask:
-    """Everything a worker needs to run one cell; pickled to the worker."""
+    """Everything a worker needs to build one cell (train, transform, measure all but latency); pickled to the worker.
+
+    The final model is saved to ``artifact`` for the measuring workers that time it in rounds.
+    """
 
     cell: Cell
     suite: Suite
     plugins: PluginOptions
     workdir: Path
     cache_dir: Path | None = None
+    artifact: Path | None = None
+
+    def run(self) -> dict[str, Any]:
+        """Build the cell and return the measured part of its record."""
+        return CellRun(self).execute()
+
+
+@dataclass
+class TimingTask:
+    """One round of one cell: time its saved model at every batch size in a fresh worker."""
+
+    artifact: Path
+    device: str
+    settings: MeasureSettings
+    plugins: PluginOptions
+
+    def run(self) -> dict[str, Any]:
+        """Apply the controlled conditions, restore the model and time it."""
+        return time_artifact(self)
 
 
 def failure_record(error: BaseException) -> dict[str, Any]:
@@ -79,38 +104,65 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def time_batch_size(model: torch.nn.Module, inputs: torch.Tensor, size: int, settings: Any, probe: Probe) -> dict[str, Any]:
-    """Latency statistics at one batch size, with the probe's samples (power, energy, throttling) taken meanwhile."""
-    with probe.sample() as samples:
-        times = time_inference(model, example_batch(inputs, size), settings, probe.synchronize)
-    entry = summarise_latency(times, size)
-    entry.update(samples)
-    if "energy_j" in samples:
-        entry["energy_j_per_sample"] = samples["energy_j"] / ((settings.warmup + len(times)) * size)
-    return entry
+def time_batch_sizes(model: torch.nn.Module, inputs: torch.Tensor, settings: MeasureSettings, probe: Probe) -> list[dict[str, Any]]:
+    """Latency samples at every batch size, each with the CPU time other processes used meanwhile and the probe's samples.
+
+    One forward pass at the largest batch size comes first, so that every batch size is
+    timed after the same allocations whatever the order.
+    """
+    model.eval()
+    with torch.inference_mode():
+        model(example_batch(inputs, max(settings.batch_sizes)))
+    probe.synchronize()
+    entries = []
+    for size in settings.batch_sizes:
+        batch = example_batch(inputs, size)
+        with OtherCpuMeter() as meter, probe.sample() as samples:
+            times = time_inference(model, batch, settings, probe.synchronize)
+        entry = {"batch_size": size, "samples_ms": times, "other_cores": meter.other_cores, **samples}
+        if "energy_j" in samples:
+            entry["energy_j_per_sample"] = samples["energy_j"] / ((settings.warmup + len(times)) * size)
+        entries.append(entry)
+    return entries
 
 
-def measure_model(model: torch.nn.Module, data: Data, suite: Suite, probe: Probe, device: torch.device, reference_params: int) -> dict[str, Any]:
-    """Accuracy, size, parameters, FLOPs, representation, peak inference memory and latency at every batch size."""
+def time_artifact(task: TimingTask) -> dict[str, Any]:
+    """Time a saved model in this fresh process, under the controlled conditions."""
+    settings = task.settings
+    applied = conditions.apply(settings.cpus, settings.thread_count())
+    host = PluginHost(task.plugins)
+    probe = host.probes[task.device]
+    model, inputs = load_model(task.artifact, probe.DEVICE)
+    return {"status": "ok", "timings": time_batch_sizes(model, inputs, settings, probe), "conditions": applied}
+
+
+def measure_model(
+    model: torch.nn.Module, data: Data, suite: Suite, probe: Probe, device: torch.device, reference_params: int, reference_flops: dict[str, float]
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """Accuracy, size, parameters, FLOPs, representation and peak inference memory; and the inputs latency is timed on.
+
+    Latency is not timed here: the runner times every cell's final model in interleaved rounds.
+    """
     settings = suite.spec.measure
-    representation = inspect_representation(model, reference_params)
     channels_last = suite.spec.train.channels_last
+    inputs = to_memory_format(data.x_test.to(device), channels_last)
+    representation = inspect_representation(model, reference_params, reference_flops, inputs[:1])
     if channels_last and not representation["quantized_modules"]:
         model.to(memory_format=torch.channels_last)
-    inputs = to_memory_format(data.x_test.to(device), channels_last)
     accuracy = evaluate_accuracy(model, data, settings.eval_batch_size, device)
     probe.reset_peak_memory()
-    latency = [time_batch_size(model, inputs, size, settings, probe) for size in settings.batch_sizes]
+    with torch.inference_mode():
+        model.eval()(example_batch(inputs, max(settings.batch_sizes)))
+    probe.synchronize()
     metrics = {
         "accuracy_top1": accuracy,
+        "accuracy_samples": int(data.y_test.shape[0]),
         **size_metrics(model),
         "flops": count_flops(model, inputs[:1]),
         "peak_mem_bytes": probe.peak_memory_bytes(),
         **representation,
     }
-    if any("gpu_throttled" in entry for entry in latency):
-        metrics["gpu_throttled"] = any(entry.get("gpu_throttled") for entry in latency)
-    return {"metrics": metrics, "latency": latency}
+    return metrics, inputs
 
 
 class TrainStep(Technique):
@@ -146,15 +198,21 @@ class CellRun:
         """What determines a freshly initialised, untrained model of this cell.
 
         The device is not part of it: a model trained on the GPU is reused by the same cell on
-        the CPU (``notes.trained_on`` says where it was trained).
+        the CPU (``notes.trained_on`` says where it was trained). The model family's and the data
+        set's code fingerprints are part of it: a fixed model definition or loader must not reuse old weights.
         """
         suite = self.suite
+        family, _ = split_model_name(model_name)
         return {
             "model": model_name,
             "data": {"name": suite.spec.data.name, **suite.data_config},
             "train": suite.spec.train.model_dump(mode="json"),
             "seed": self.cell.seed,
             "versions": library_versions(),
+            "code": {
+                "model": self.host.models.entries[family].fingerprint(),
+                "data": self.host.datasets.entries[suite.spec.data.name].fingerprint(),
+            },
         }
 
     def fresh_model(self, name: str) -> torch.nn.Module:
@@ -164,9 +222,14 @@ class CellRun:
         return self.host.models[family].build(self.data.num_classes, self.data.input_shape, variant).to(self.device)
 
     def apply_step(self, model, technique: Technique, config, context, lineage: list[dict[str, Any]], label: str):
-        """Apply one step, or restore its cached result; returns the model and the step's lineage."""
+        """Apply one step, or restore its cached result; returns the model and the step's lineage.
+
+        The step's lineage entry holds its technique's code fingerprint; a step cached as ``train``
+        (baseline) shares the implicit train step's entry, so it takes that step's fingerprint.
+        """
         step_name = technique.CACHE_AS or technique.NAME
-        lineage = lineage + [{"step": step_name, "config": config.model_dump(mode="json")}]
+        code = self.host.technique_fingerprint(TrainStep() if step_name == TrainStep.NAME else technique)
+        lineage = lineage + [{"step": step_name, "config": config.model_dump(mode="json"), "code": code}]
         use_cache = self.cache is not None and technique.cacheable(config)
         key = cache_key(lineage) if use_cache else None
         entry = self.cache.load(key) if use_cache else None
@@ -206,8 +269,9 @@ class CellRun:
             raise Unsupported(reason)
 
     def prepare(self) -> CellContext:
-        """Set threads, load the data onto the device and return the techniques' context."""
-        torch.set_num_threads(self.suite.spec.measure.thread_count())
+        """Set the controlled conditions, load the data onto the device and return the techniques' context."""
+        settings = self.suite.spec.measure
+        conditions.apply(settings.cpus, settings.thread_count())
         dataset = self.host.datasets[self.suite.spec.data.name]
         self.data = dataset.load(dataset.Config.model_validate(self.suite.data_config)).to(self.device)
         return self.context()
@@ -221,6 +285,7 @@ class CellRun:
         configs = [technique.Config.model_validate(step.config) for technique, step in steps]
         model = self.fresh_model(cell.model)
         reference_params = count_parameters(model)[0]
+        reference_flops = layer_flops(model, self.data.x_test[:1].to(self.device))
         if not steps[0][0].TRAINS:
             steps.insert(0, (TrainStep(), Step("train")))
             configs.insert(0, TrainStep.Config())
@@ -228,41 +293,41 @@ class CellRun:
         step_records: list[dict[str, Any]] = []
         for (technique, step), config in zip(steps, configs):
             model, lineage = self.apply_step(model, technique, config, context, lineage, step.technique)
-            measured = measure_model(model, self.data, suite, probe, self.device, reference_params)
-            if measured["metrics"]["quantized_modules"] and step_records:
-                measured["metrics"]["flops"] = step_records[-1]["metrics"]["flops"]
-                measured["metrics"]["flops_note"] = "FLOPs of the float model before quantization; int8 kernels are not counted by torch.utils.flop_counter"
-            step_records.append({"step": step.technique, "cached": step.technique in self.cache_hits, **measured})
-        final = step_records[-1]
-        for record in step_records[:-1]:
-            for entry in record["latency"]:
-                entry.pop("samples_ms")
-        metrics = {**final["metrics"], "train_s": self.trainer.train_seconds, "train_samples": self.trainer.samples_seen}
-        return {
+            metrics, inputs = measure_model(model, self.data, suite, probe, self.device, reference_params, reference_flops)
+            if metrics["quantized_modules"] and step_records:
+                metrics["flops"] = step_records[-1]["metrics"]["flops"]
+                metrics["flops_note"] = "FLOPs of the float model before quantization; int8 kernels are not counted by torch.utils.flop_counter"
+            step_records.append({"step": step.technique, "cached": step.technique in self.cache_hits, "metrics": metrics})
+        metrics = {**step_records[-1]["metrics"], "train_s": self.trainer.train_seconds, "train_samples": self.trainer.samples_seen}
+        result = {
             "status": "ok",
             "metrics": metrics,
-            "latency": final["latency"],
             "steps": step_records,
             "cache_hits": self.cache_hits,
             "notes": self.notes,
             "threads": torch.get_num_threads(),
             "torch_device": str(self.device),
         }
+        result.update(self.save_final(model, inputs))
+        return result
+
+    def save_final(self, model: torch.nn.Module, inputs: torch.Tensor) -> dict[str, Any]:
+        """Save the final model for timing; a model that cannot be pickled is timed here instead, and says so."""
+        settings = self.suite.spec.measure
+        if self.task.artifact is None:
+            return {}
+        try:
+            save_model(model, example_batch(inputs, max(settings.batch_sizes)), self.task.artifact)
+            return {"artifact": str(self.task.artifact)}
+        except Exception as error:  # e.g. a plugin's module class defined inside a function
+            rounds = [time_batch_sizes(model, inputs, settings, self.probe) for _ in range(settings.min_rounds)]
+            reason = f"the model could not be saved for timing in fresh processes ({type(error).__name__}: {error})"
+            return {"timed_in_build_process": reason, "in_process_rounds": rounds}
 
 
-def execute(task: CellTask) -> dict[str, Any]:
-    """Run the cell described by ``task`` and return the measured part of its record."""
-    return CellRun(task).execute()
-
-
-def die_with_parent() -> None:
-    """Ask Linux to kill this worker when its parent (the forkserver, which dies with the runner) dies."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+def execute(task: Any) -> dict[str, Any]:
+    """Run ``task`` (a :class:`CellTask` or a :class:`TimingTask`) and return its result."""
+    return task.run()
 
 
 def ready() -> None:
@@ -270,10 +335,18 @@ def ready() -> None:
 
 
 def run_in_worker(task: CellTask, connection: Any, log_path: str) -> None:
-    """Entry point of a worker process: run the cell, send its record, exit."""
+    """Entry point of a worker process: run the cell, send its record, exit.
+
+    No process the cell starts outlives it: the worker adopts orphaned descendants, kills
+    them all before it reports, and kills them and exits when the runner dies.
+    """
+    from benchharness import processes
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.setpgrp()
-    die_with_parent()
+    processes.watch_parent()
+    processes.close_inherited_alive_fd()
+    processes.become_subreaper()
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -284,6 +357,8 @@ def run_in_worker(task: CellTask, connection: Any, log_path: str) -> None:
     except BaseException as error:  # every failure becomes a record, never a lost cell
         traceback.print_exc()
         result = failure_record(error)
+    finally:
+        processes.kill_descendants()
     result["worker_wall_s"] = time.perf_counter() - started
     sys.stdout.flush()
     sys.stderr.flush()

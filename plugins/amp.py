@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Literal
 
 from pydantic import Field
@@ -17,27 +18,43 @@ class AmpConfig(StrictConfig):
     dtype: Literal["bf16", "fp16"] = Field("bf16", description="Autocast dtype: bf16 (CPU and recent GPUs) or fp16 (CUDA, with a GradScaler).")
 
 
-def autocast_module(model, device_type: str, dtype):
-    """``model`` wrapped so that every forward pass runs under torch.autocast and returns float32 logits."""
+def __getattr__(name: str):
+    """``Autocast`` is built on first use, so importing this plugin does not import torch (pickle finds it here)."""
+    if name == "Autocast":
+        return _autocast_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@lru_cache(maxsize=1)
+def _autocast_class():
     import torch
     from torch import nn
 
     class Autocast(nn.Module):
-        benchharness_speedup = (
-            True,
-            f"autocast {str(dtype).replace('torch.', '')}: faster only where the device has fast kernels for it "
-            "(tensor cores; AMX or AVX512-BF16 on CPU) and layers are large enough to amortise the casts",
-        )
+        """Runs the wrapped model's forward pass under torch.autocast and returns float32 logits."""
 
-        def __init__(self, inner):
+        def __init__(self, inner, device_type: str, dtype):
             super().__init__()
             self.inner = inner
+            self.device_type = device_type
+            self.dtype = dtype
+            self.benchharness_speedup = (
+                True,
+                f"autocast {str(dtype).replace('torch.', '')}: faster only where the device has fast kernels for it "
+                "(tensor cores; AMX or AVX512-BF16 on CPU) and layers are large enough to amortise the casts",
+            )
 
         def forward(self, x):
-            with torch.autocast(device_type, dtype=dtype):
+            with torch.autocast(self.device_type, dtype=self.dtype):
                 return self.inner(x).float()
 
-    return Autocast(model)
+    Autocast.__module__, Autocast.__qualname__ = __name__, "Autocast"
+    return Autocast
+
+
+def autocast_module(model, device_type: str, dtype):
+    """``model`` wrapped so that every forward pass runs under torch.autocast and returns float32 logits."""
+    return _autocast_class()(model, device_type, dtype)
 
 
 class Amp(Technique):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Literal
 from pydantic import Field
 
 from benchharness import StrictConfig, Technique, hookimpl
+from benchharness.processes import die_with_parent
 
 PRELOAD = ("torch.distributed", "torch.distributed.run", "torch.nn.parallel")
 
@@ -120,6 +122,7 @@ class Ddp(Technique):
                 "initial": str(workdir / "initial.pt"),
                 "output": str(workdir / f"trained-{nproc}x{nnodes}.pt"),
                 "stats": str(workdir / f"stats-{nproc}x{nnodes}.json"),
+                "launcher_pid": os.getpid(),
             }
             spec_path = workdir / f"spec-{nproc}x{nnodes}.json"
             spec_path.write_text(json.dumps(spec))
@@ -148,7 +151,11 @@ class Ddp(Technique):
 
 
 def train_rank(spec: dict) -> None:
-    """One DDP process: join the group, train its shard with the shared trainer, rank 0 saves the result."""
+    """One DDP process: join the group, train its shard with the shared trainer, rank 0 saves the result.
+
+    It dies with its launcher (the cell's worker), which never outlives its cell.
+    """
+    die_with_parent(signal.SIGKILL, spec["launcher_pid"])
     import torch
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel

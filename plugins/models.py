@@ -131,7 +131,15 @@ def _channel_repeat_class():
             repeats = -(-self.channels // x.shape[1])
             return x.repeat(1, repeats, 1, 1)[:, : self.channels]
 
+    ChannelRepeat.__module__, ChannelRepeat.__qualname__ = __name__, "ChannelRepeat"
     return ChannelRepeat
+
+
+def __getattr__(name: str):
+    """``ChannelRepeat`` is built on first use, so importing this plugin does not import torch (pickle finds it here)."""
+    if name == "ChannelRepeat":
+        return _channel_repeat_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @hookimpl

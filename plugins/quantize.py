@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Callable, Literal
 
 from pydantic import Field
@@ -95,23 +96,39 @@ def _cast(model, config, context):
 METHODS: dict[str, Callable] = {"dynamic": _dynamic, "static": _static, "qat": _qat, "fp16": _cast, "bf16": _cast}
 
 
+def __getattr__(name: str):
+    """``Cast`` is built on first use, so importing this plugin does not import torch (pickle finds it here)."""
+    if name == "Cast":
+        return _cast_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@lru_cache(maxsize=1)
+def _cast_class():
+    from torch import nn
+
+    class Cast(nn.Module):
+        """Casts float32 inputs to ``dtype`` for the wrapped (cast) model and its logits back to float32."""
+
+        def __init__(self, inner, dtype):
+            super().__init__()
+            self.inner = inner
+            self.dtype = dtype
+
+        def forward(self, x):
+            return self.inner(x.to(self.dtype)).float()
+
+    Cast.__module__, Cast.__qualname__ = __name__, "Cast"
+    return Cast
+
+
 class CastInputs:
     """Builds a module that casts inputs to ``dtype`` and logits back to float32 around a cast model."""
 
     @staticmethod
     def wrap(model, dtype):
         """Wrap ``model`` so callers keep feeding float32 tensors."""
-        from torch import nn
-
-        class Cast(nn.Module):
-            def __init__(self, inner):
-                super().__init__()
-                self.inner = inner
-
-            def forward(self, x):
-                return self.inner(x.to(dtype)).float()
-
-        return Cast(model)
+        return _cast_class()(model, dtype)
 
 
 class Quantize(Technique):

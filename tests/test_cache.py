@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
+import textwrap
+from importlib import metadata
+
 import pytest
 import torch
 from click.testing import CliRunner
 
+import benchharness
 from benchharness.cache import ArtifactCache, cache_key
 from benchharness.cli import cli
+from benchharness.host import PluginHost, PluginOptions
+from benchharness.matrix import expand
 from benchharness.store import RunDir
+from benchharness.suite import load_suite_text
+from benchharness.worker import CellRun, CellTask
 
 SUITE = """
 name = "cached"
@@ -98,12 +108,17 @@ class Exploit:
         return (pathlib.Path.touch, (pathlib.Path(__file__).parent / "never-created",))
 
 
-def run_suite(suite, out, cache_dir):
-    """Run the suite with the given cache; return its records by cell id."""
-    result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(out), "--cache-dir", str(cache_dir)])
+def run_dir(suite, out, cache_dir, *options) -> RunDir:
+    """Run the suite with the given cache (and further ``run`` options); return its run directory."""
+    result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(out), "--cache-dir", str(cache_dir), *options])
     assert result.exit_code == 0, result.output
     (run_path,) = [path for path in out.iterdir() if path.is_dir()]
-    return {record["cell"]["id"]: record for record in RunDir(run_path).records()}
+    return RunDir(run_path)
+
+
+def run_suite(suite, out, cache_dir, *options):
+    """Run the suite with the given cache; return its records by cell id."""
+    return {record["cell"]["id"]: record for record in run_dir(suite, out, cache_dir, *options).records()}
 
 
 @pytest.fixture(scope="module")
@@ -173,3 +188,156 @@ def test_cache_list_and_clear(two_runs):
     cleared = CliRunner().invoke(cli, ["cache", "clear", "--cache-dir", str(cache_dir)])
     assert cleared.exit_code == 0 and f"removed {count} entries" in cleared.output
     assert ArtifactCache(cache_dir).entries() == []
+
+
+VERSIONED_MODULE = """
+from benchharness import Technique, hookimpl
+
+
+class VersionedTechnique(Technique):
+    NAME = "versioned_technique"
+
+    def apply(self, model, config, context):
+        return model
+
+
+@hookimpl
+def register_techniques(register):
+    register(VersionedTechnique())
+"""
+
+VERSIONED_SUITE = """
+models = ["mlp"]
+[data]
+name = "digits"
+[[techniques]]
+steps = ["versioned_technique"]
+"""
+
+
+def write_dist_info(root, version, previous=None):
+    """Write the dist-info of distribution 'versioned-dist' at ``version`` (renaming the one of ``previous``)."""
+    info = root / f"versioned_dist-{version}.dist-info"
+    if previous is None:
+        info.mkdir()
+        (info / "entry_points.txt").write_text("[benchharness]\nversioned = versioned_dist_plugin\n")
+    else:
+        (root / f"versioned_dist-{previous}.dist-info").rename(info)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: versioned-dist\nVersion: {version}\n")
+    importlib.invalidate_caches()
+    metadata.MetadataPathFinder().invalidate_caches()  # a plain method on Python 3.11
+    sys.modules.pop("versioned_dist_plugin", None)
+
+
+def versioned_step_key(workdir) -> tuple[str, PluginHost]:
+    """The cache key of a 'versioned_technique' step, from the worker's own lineage, and the host that loaded it."""
+    options = PluginOptions(entry_points=True, disabled=())
+    suite = load_suite_text(VERSIONED_SUITE, "versioned.toml", PluginHost(options))
+    run = CellRun(CellTask(expand(suite)[0], suite, options, workdir))
+    technique = run.host.techniques["versioned_technique"]
+    _, lineage = run.apply_step(torch.nn.Identity(), technique, technique.Config(), run.context(), [run.lineage_root("mlp")], "versioned")
+    return cache_key(lineage), run.host
+
+
+def test_key_changes_with_an_installed_plugins_version_and_source(tmp_path, monkeypatch):
+    """Bumping a third-party distribution's version, or editing its module without a bump, changes the key."""
+    module = tmp_path / "versioned_dist_plugin.py"
+    module.write_text(VERSIONED_MODULE)
+    write_dist_info(tmp_path, "1.0")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        first, host = versioned_step_key(tmp_path)
+        assert host.plugin_versions()["versioned"] == "1.0"
+        assert host.techniques.entries["versioned_technique"].fingerprint()["version"] == "1.0"
+        assert first == versioned_step_key(tmp_path)[0]
+        write_dist_info(tmp_path, "1.1", previous="1.0")
+        bumped, host = versioned_step_key(tmp_path)
+        assert host.plugin_versions()["versioned"] == "1.1"
+        assert bumped != first
+        module.write_text(VERSIONED_MODULE.replace("return model", "return model.eval()"))
+        sys.modules.pop("versioned_dist_plugin", None)
+        edited, host = versioned_step_key(tmp_path)
+        assert host.plugin_versions()["versioned"] == "1.1"
+        assert edited not in (first, bumped)
+    finally:
+        sys.modules.pop("versioned_dist_plugin", None)
+
+
+def test_builtin_fingerprints_hash_their_module(host):
+    """A built-in's fingerprint carries the benchharness version and its own module's hash; models and data sets too."""
+    import hashlib
+
+    import benchharness.plugins.prune as prune
+
+    fingerprint = host.techniques.entries["prune"].fingerprint()
+    assert fingerprint == {
+        "plugin": "benchharness.plugins.prune",
+        "distribution": "benchharness (built-in)",
+        "version": benchharness.__version__,
+        "source_sha256": hashlib.sha256(open(prune.__file__, "rb").read()).hexdigest(),
+    }
+    assert host.models.entries["mlp"].fingerprint()["source_sha256"]
+    assert host.datasets.entries["digits"].fingerprint()["source_sha256"]
+    assert set(host.plugin_versions().values()) == {benchharness.__version__}
+
+
+TRAINING_PLUGIN = """
+from benchharness import Technique, hookimpl
+
+
+class Retrain(Technique):
+    NAME = "retrain"
+    TRAINS = True
+
+    def apply(self, model, config, context):
+        return context.trainer.fit(model, context.data)
+
+    def cacheable(self, config):
+        return True
+
+
+@hookimpl
+def register_techniques(register):
+    register(Retrain())
+"""
+
+RETRAIN_SUITE = """
+name = "retrain"
+models = ["mlp"]
+[data]
+name = "digits"
+[[techniques]]
+steps = ["retrain"]
+[train]
+epochs = 1
+batch_size = 128
+[measure]
+batch_sizes = [1]
+warmup = 1
+min_iterations = 3
+min_seconds = 0
+threads = 1
+"""
+
+
+@pytest.mark.slow
+def test_editing_a_plugin_file_invalidates_its_entries(tmp_path):
+    """A --plugin technique's result is cached; once its source is edited, the next run trains again."""
+    plugin = tmp_path / "retrain_plugin.py"
+    plugin.write_text(TRAINING_PLUGIN)
+    suite = tmp_path / "retrain.toml"
+    suite.write_text(RETRAIN_SUITE)
+    cache_dir = tmp_path / "cache"
+    runs = []
+    for index in range(3):
+        if index == 2:
+            plugin.write_text(TRAINING_PLUGIN + "\n# fixed\n")
+        runs.append(run_dir(suite, tmp_path / f"run{index}", cache_dir, "--plugin", str(plugin)))
+    records = [next(iter(run.records())) for run in runs]
+    assert [record["status"] for record in records] == ["ok"] * 3, [record.get("error_message") for record in records]
+    assert [record["cache_hits"] for record in records] == [[], ["retrain"], []]
+    assert [record["metrics"]["train_samples"] > 0 for record in records] == [True, False, True]
+    plugins = {entry["name"]: entry for entry in runs[0].read_info()["plugins"]}
+    assert plugins[str(plugin)] == {"name": str(plugin), "source": f"--plugin {plugin}", "version": None}
+    assert plugins["benchharness.plugins.prune"]["version"] == benchharness.__version__
+    assert all("version" in entry for entry in plugins.values())

@@ -8,6 +8,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+import benchharness
 from benchharness import Technique, hookimpl
 from benchharness.errors import PluginError
 from benchharness.host import BUILTIN, DEFAULT_PLUGINS, PluginHost, PluginOptions
@@ -46,6 +47,7 @@ def test_builtins_are_registered_like_plugins(host):
     entry = host.techniques.entries["baseline"]
     assert entry.plugin == "benchharness.plugins.baseline"
     assert entry.distribution == BUILTIN
+    assert entry.version == benchharness.__version__
 
 
 def test_inline_plugin_registers_and_unregisters():
@@ -56,6 +58,7 @@ def test_inline_plugin_registers_and_unregisters():
     try:
         assert "inline_technique" in host.techniques
         assert host.techniques.entries["inline_technique"].plugin == "inline"
+        assert host.plugin_versions()["inline"] is None
     finally:
         host.unregister(plugin)
     assert "inline_technique" not in host.techniques
@@ -67,6 +70,7 @@ def test_plugin_file_is_loaded():
     host = bare_host(extra=(path,))
     assert {"explode", "abort", "hang", "refuse", "identity"} <= set(host.techniques.names())
     assert host.techniques.entries["explode"].distribution == f"--plugin {path}"
+    assert host.techniques.entries["explode"].version is None and host.plugin_versions()[path] is None
 
 
 def test_plugin_module_name_is_loaded(tmp_path, monkeypatch):
@@ -135,6 +139,8 @@ def test_entry_point_plugins(installed_distribution):
     """Entry points in the 'benchharness' group load, with their distribution; a broken one is skipped."""
     host = bare_host(entry_points=True)
     assert host.techniques.entries["entry_point_technique"].distribution == "fake-dist"
+    assert host.techniques.entries["entry_point_technique"].version == "1.2"
+    assert host.plugin_versions()["fake_plugin"] == "1.2"
     assert [failure.name for failure in host.failures] == ["bad_plugin"]
 
 

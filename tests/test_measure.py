@@ -11,15 +11,14 @@ import torch
 from torch import nn
 
 from benchharness.measure import (
-    bootstrap_median_ci,
     count_flops,
     count_parameters,
     example_batch,
     serialized_size_bytes,
     size_metrics,
-    summarise_latency,
     time_inference,
 )
+from benchharness.rounds import latency_entry
 from benchharness.suite import MeasureSettings
 
 
@@ -29,51 +28,33 @@ def settings(**values) -> MeasureSettings:
     return MeasureSettings(**{**defaults, **values})
 
 
-def test_bootstrap_ci_brackets_the_median_and_narrows():
-    """The interval contains the sample median, is reproducible, and is narrower for more samples."""
-    rng = np.random.default_rng(1)
-    few = list(rng.normal(10.0, 1.0, size=20))
-    many = list(rng.normal(10.0, 1.0, size=2000))
-    for samples in (few, many):
-        low, high = bootstrap_median_ci(samples)
-        assert low <= float(np.median(samples)) <= high
-        assert low < high
-    assert bootstrap_median_ci(few) == bootstrap_median_ci(few)
-    few_low, few_high = bootstrap_median_ci(few)
-    many_low, many_high = bootstrap_median_ci(many)
-    assert many_high - many_low < (few_high - few_low) / 2
-
-
-def test_bootstrap_ci_of_nothing_is_nan():
-    """No samples give a NaN interval rather than an error."""
-    low, high = bootstrap_median_ci([])
-    assert math.isnan(low) and math.isnan(high)
-
-
-def test_summarise_latency_agrees_with_numpy():
-    """Percentiles, mean, std (ddof=1) and throughput match numpy; every sample is kept."""
+def test_latency_entry_pools_samples_and_averages_round_medians():
+    """Percentiles, mean, std (ddof=1) and throughput over pooled samples match numpy; p50 is the rounds' geometric mean median."""
     rng = np.random.default_rng(2)
-    samples = list(rng.lognormal(mean=1.0, sigma=0.3, size=101))
-    summary = summarise_latency(samples, batch_size=8)
-    values = np.asarray(samples)
-    assert summary["batch_size"] == 8
-    assert summary["latency_p50_ms"] == pytest.approx(np.percentile(values, 50))
+    rounds = [{"samples_ms": list(rng.lognormal(mean=1.0 + 0.1 * index, sigma=0.3, size=51)), "other_cores": 0.0} for index in range(3)]
+    summary = latency_entry(rounds, batch_size=8)
+    values = np.concatenate([timing["samples_ms"] for timing in rounds])
+    round_p50s = [np.median(timing["samples_ms"]) for timing in rounds]
+    assert summary["batch_size"] == 8 and summary["rounds"] == 3
+    assert summary["round_p50_ms"] == pytest.approx(round_p50s)
+    assert summary["latency_p50_ms"] == pytest.approx(float(np.exp(np.mean(np.log(round_p50s)))))
     assert summary["latency_p90_ms"] == pytest.approx(np.percentile(values, 90))
     assert summary["latency_p99_ms"] == pytest.approx(np.percentile(values, 99))
     assert summary["latency_mean_ms"] == pytest.approx(values.mean())
     assert summary["latency_std_ms"] == pytest.approx(values.std(ddof=1))
-    assert summary["throughput_sps"] == pytest.approx(8 * len(samples) / (values.sum() / 1000.0))
-    assert summary["iterations"] == 101
-    assert summary["samples_ms"] == pytest.approx(samples)
-    assert summary["latency_p50_ci95_low_ms"] <= summary["latency_p50_ms"] <= summary["latency_p50_ci95_high_ms"]
+    assert summary["throughput_sps"] == pytest.approx(8 * values.size / (values.sum() / 1000.0))
+    assert summary["iterations"] == values.size
+    assert summary["samples_ms"] == pytest.approx(list(values))
+    assert summary["latency_p50_ci95_low_ms"] < summary["latency_p50_ms"] < summary["latency_p50_ci95_high_ms"]
 
 
-def test_summarise_latency_of_one_sample():
-    """A single sample has zero spread and a throughput of batch / its duration."""
-    summary = summarise_latency([4.0], batch_size=2)
+def test_latency_entry_of_one_round_has_no_interval():
+    """One round of one sample: zero spread, batch / duration throughput, and no CI (it needs two rounds)."""
+    summary = latency_entry([{"samples_ms": [4.0]}], batch_size=2)
     assert summary["latency_std_ms"] == 0.0
-    assert summary["latency_p50_ms"] == 4.0
+    assert summary["latency_p50_ms"] == pytest.approx(4.0)
     assert summary["throughput_sps"] == pytest.approx(2 / 0.004)
+    assert math.isnan(summary["latency_p50_ci95_low_ms"])
 
 
 class Recorder:
@@ -204,14 +185,3 @@ def test_example_batch_repeats_samples():
         assert torch.equal(batch[row], inputs[row % 3])
     assert torch.equal(example_batch(inputs, 2), inputs[:2])
     assert torch.equal(example_batch(inputs, 3), inputs)
-
-
-def test_bootstrap_memory_is_bounded(monkeypatch):
-    """Resampling happens in chunks: the interval is the same whatever the chunk size."""
-    from benchharness import measure
-
-    rng = np.random.default_rng(1)
-    samples = list(rng.normal(10.0, 1.0, size=500))
-    whole = measure.bootstrap_median_ci(samples)
-    monkeypatch.setattr(measure, "BOOTSTRAP_CHUNK_ELEMENTS", 500 * 7)
-    assert measure.bootstrap_median_ci(samples) == pytest.approx(whole, rel=0.02)

@@ -78,7 +78,6 @@ def pipeline_steps(records: list[dict]) -> go.Figure | None:
         labels = [step["step"] for step in steps]
         hover = [
             f"{label}<br>top-1 {step['metrics']['accuracy_top1'] * 100:.2f}%<br>size {step['metrics']['size_bytes'] / 1e6:.3f} MB"
-            f"<br>p50 {step['latency'][0]['latency_p50_ms']:.3f} ms (batch {step['latency'][0]['batch_size']})"
             for label, step in zip(labels, steps)
         ]
         figure.add_trace(

@@ -17,14 +17,18 @@ import pandas as pd
 
 from benchharness.store import RunDir
 
-CELL_COLUMNS = ["cell_id", "model", "technique", "device", "repeat", "status", "error_type", "error_message"]
+CELL_COLUMNS = ["cell_id", "model", "technique", "device", "repeat", "status", "error_type", "error_message", "noisy", "noise_reason"]
 METRIC_COLUMNS = [
-    "accuracy_top1", "size_bytes", "size_compressed_bytes", "params", "params_nonzero", "flops", "peak_mem_bytes",
-    "sparsity", "speedup_expected", "speedup_reason", "train_s",
+    "accuracy_top1", "accuracy_samples", "size_bytes", "size_compressed_bytes", "params", "params_nonzero", "flops", "peak_mem_bytes",
+    "sparsity", "speedup_expected", "speedup_reason", "fast_flops_share", "speedup_bound", "train_s",
 ]
 LATENCY_COLUMNS = [
     "batch_size", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_std_ms",
-    "latency_p50_ci95_low_ms", "latency_p50_ci95_high_ms", "throughput_sps", "iterations", "energy_j_per_sample", "gpu_throttled",
+    "latency_p50_ci95_low_ms", "latency_p50_ci95_high_ms", "throughput_sps", "iterations", "rounds", "energy_j_per_sample", "gpu_throttled",
+]
+RECORDED_COMPARISONS = [
+    "speedup_p50", "speedup_ci95_low", "speedup_ci95_high", "speedup_round_spread", "speedup_contradiction",
+    "aa_speedup", "aa_speedup_ci95_low", "aa_speedup_ci95_high",
 ]
 
 
@@ -64,35 +68,34 @@ def tidy_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "cell_id": cell["id"], "model": cell["model"], "technique": cell["technique"], "device": cell["device"],
             "repeat": cell["repeat"], "status": record["status"], "error_type": record.get("error_type"),
             "error_message": record.get("error_message"), "steps": " -> ".join(step["technique"] for step in cell["steps"]),
+            "noisy": record.get("noisy"), "noise_reason": record.get("noise_reason"),
         }
         metrics = record.get("metrics") or {}
         base.update({column: metrics.get(column) for column in METRIC_COLUMNS})
         latency = record.get("latency") or [{}]
         for entry in latency:
             row = dict(base)
-            row.update({column: entry.get(column) for column in LATENCY_COLUMNS})
+            row.update({column: entry.get(column) for column in LATENCY_COLUMNS + RECORDED_COMPARISONS})
             row["samples_ms"] = entry.get("samples_ms")
             rows.append(row)
-    frame = pd.DataFrame(rows, columns=CELL_COLUMNS + ["steps"] + METRIC_COLUMNS + LATENCY_COLUMNS + ["samples_ms"])
+    frame = pd.DataFrame(rows, columns=CELL_COLUMNS + ["steps"] + METRIC_COLUMNS + LATENCY_COLUMNS + RECORDED_COMPARISONS + ["samples_ms"])
     return frame
 
 
-def median_ratio_ci(reference: list[float], other: list[float], resamples: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """A bootstrap 95% interval of median(reference) / median(other): the speedup of ``other``."""
-    rng = np.random.default_rng(seed)
-    a, b = np.asarray(reference, dtype=float), np.asarray(other, dtype=float)
-    a = a if a.size <= 2000 else rng.choice(a, 2000, replace=False)
-    b = b if b.size <= 2000 else rng.choice(b, 2000, replace=False)
-    ratios = np.median(rng.choice(a, (resamples, a.size)), axis=1) / np.median(rng.choice(b, (resamples, b.size)), axis=1)
-    low, high = np.percentile(ratios, [2.5, 97.5])
-    return float(low), float(high)
-
-
 def add_comparisons(frame: pd.DataFrame, reference: str | None) -> pd.DataFrame:
-    """Add accuracy difference, speedup (with its 95% CI) and compression ratio against the reference cell."""
+    """Add accuracy difference, compression and FLOPs ratios against the reference cell.
+
+    Speedups and their CIs come from the records: they were computed from the paired,
+    interleaved rounds of the run, which a frame of summaries cannot redo.
+    """
     frame = frame.copy()
-    for column in ("accuracy_delta", "speedup_p50", "speedup_ci95_low", "speedup_ci95_high", "compression_ratio", "flops_ratio"):
+    for column in ("accuracy_delta", "compression_ratio", "flops_ratio"):
         frame[column] = np.nan
+    for column in RECORDED_COMPARISONS:
+        if column != "speedup_contradiction":
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    is_reference = (frame["status"] == "ok") & (frame["technique"] == reference)
+    frame.loc[is_reference, "speedup_p50"] = 1.0
     ok = frame[(frame["status"] == "ok") & (frame["technique"] == reference)]
     for index, row in frame[frame["status"] == "ok"].iterrows():
         match = ok[(ok["model"] == row["model"]) & (ok["device"] == row["device"]) & (ok["repeat"] == row["repeat"]) & (ok["batch_size"] == row["batch_size"])]
@@ -100,9 +103,6 @@ def add_comparisons(frame: pd.DataFrame, reference: str | None) -> pd.DataFrame:
             continue
         base = match.iloc[0]
         frame.at[index, "accuracy_delta"] = row["accuracy_top1"] - base["accuracy_top1"]
-        frame.at[index, "speedup_p50"] = base["latency_p50_ms"] / row["latency_p50_ms"]
-        if row["samples_ms"] and base["samples_ms"]:
-            frame.at[index, "speedup_ci95_low"], frame.at[index, "speedup_ci95_high"] = median_ratio_ci(base["samples_ms"], row["samples_ms"])
         frame.at[index, "compression_ratio"] = base["size_bytes"] / row["size_bytes"]
         if row["flops"] and base["flops"]:
             frame.at[index, "flops_ratio"] = base["flops"] / row["flops"]

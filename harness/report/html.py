@@ -68,11 +68,7 @@ def summary_table(frame: pd.DataFrame, reference: str | None) -> str:
     ]
     rows = []
     for _, row in frame.iterrows():
-        ci = (
-            f"{row['speedup_p50']:.2f}x ({row['speedup_ci95_low']:.2f}-{row['speedup_ci95_high']:.2f})"
-            if not math.isnan(row["speedup_p50"]) and not math.isnan(row["speedup_ci95_low"])
-            else _number(row["speedup_p50"], 2)
-        )
+        ci = speedup_text(row, reference)
         expected = row["speedup_expected"]
         flag = f"{'yes' if expected else 'no'} <span class='muted'>- {html.escape(str(row['speedup_reason']))}</span>" if expected is not None else "-"
         cells = [
@@ -94,6 +90,38 @@ def summary_table(frame: pd.DataFrame, reference: str | None) -> str:
         rows.append(f"<tr{css}>{''.join(cells)}</tr>")
     head = "".join(f"<th class='text'>{h}</th>" if h in ("technique", "steps", "speedup expected?") else f"<th>{h}</th>" for h in headers)
     return f"<table class='summary'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _ratio(value: float, low: float, high: float) -> str:
+    return f"{value:.3g}x ({low:.3g}-{high:.3g})" if not any(math.isnan(v) for v in (value, low, high)) else f"{value:.3g}x"
+
+
+def speedup_text(row: Any, reference: str | None) -> str:
+    """The speedup with its 95% CI from paired rounds (the reference shows its A/A control), and any flags."""
+    if row["technique"] == reference:
+        text = "reference" + (f"<br><span class='muted'>A/A {_ratio(row['aa_speedup'], row['aa_speedup_ci95_low'], row['aa_speedup_ci95_high'])}</span>" if not math.isnan(row["aa_speedup"]) else "")
+    elif math.isnan(row["speedup_p50"]):
+        text = "<span class='muted'>-</span>"
+    else:
+        text = _ratio(row["speedup_p50"], row["speedup_ci95_low"], row["speedup_ci95_high"])
+    if row.get("noisy"):
+        text += f"<br><span class='bad' title='{html.escape(str(row.get('noise_reason')), quote=True)}'>noisy</span>"
+    if isinstance(row.get("speedup_contradiction"), str):
+        text += f"<br><span class='bad' title='{html.escape(row['speedup_contradiction'], quote=True)}'>contradicts its representation</span>"
+    return text
+
+
+def noise_table(frame: pd.DataFrame) -> str:
+    """The cells flagged noisy, with why; empty when none was."""
+    flagged = frame[frame["noisy"] == True].drop_duplicates("cell_id")  # noqa: E712  (None means not measured)
+    if flagged.empty:
+        return ""
+    rows = "".join(f"<tr><td class='text'>{html.escape(row['cell_id'])}</td><td class='text'>{html.escape(str(row['noise_reason']))}</td></tr>" for _, row in flagged.iterrows())
+    return (
+        "<h2>Noisy measurements</h2><p class='meta'>These cells were timed while other processes used the CPU, or their rounds disagree: "
+        "treat their latency and speedup as unreliable and measure again on a quiet machine (<code>benchharness system</code> shows what disturbs it).</p>"
+        f"<table class='problems'><thead><tr><th class='text'>cell</th><th class='text'>why</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
 
 
 def problems_table(frame: pd.DataFrame) -> str:
@@ -130,7 +158,9 @@ def build_report(run: Run, cdn: bool = False, sections: list[tuple[str, Callable
         f" (CUDA {environment.get('torch_cuda') or 'none'})<br>{'<br>'.join(html.escape(line) for line in describe_hardware(info))}<br>"
         f"{len(run.records)} of {expected} cells recorded"
         + (" <b>(the run has not finished: this report shows what has)</b>" if len(run.records) < expected else "")
-        + f"; speedups and Δ are against the <b>{html.escape(str(reference))}</b> cell of the same model, device and batch size.</div>",
+        + f"; speedups and Δ are against the <b>{html.escape(str(reference))}</b> cell of the same model, device and batch size,"
+        " timed in the same interleaved rounds; a speedup's 95% CI comes from the paired per-round ratios, and the reference's"
+        " A/A control (the reference against itself) shows the noise floor.</div>",
     ]
     if ok.empty:
         parts.append("<h2>Results</h2><p>No cell has finished successfully yet.</p>")
@@ -160,6 +190,7 @@ def build_report(run: Run, cdn: bool = False, sections: list[tuple[str, Callable
         figure_number += 1
         body = content if isinstance(content, str) else _figure_html(content, f"figure-{figure_number}")
         parts.append(f"<h2>{html.escape(title)}</h2>{body}")
+    parts.append(noise_table(frame))
     parts.append("<h2>Skipped and failed cells</h2>" + problems_table(frame))
     overrides = info["suite"].get("overrides") or []
     parts.append(

@@ -1,0 +1,440 @@
+"""CPU allocator state vs latency: does a forward's time depend on what the process allocated before?
+
+glibc's malloc adapts its mmap threshold: every freed mmap'ed block raises the
+threshold (up to 32 MiB) and the trim threshold with it. So a fresh process
+serves a batch's activations with mmap/munmap (or trims the heap after every
+forward) and pays page faults on every iteration, while a process that ran
+any larger forward or backward first serves the same tensors from a heap it
+keeps. This script measures that in fresh processes (one subprocess of this
+interpreter per variant per round; the variants are interleaved within each
+round, in an order that rotates between rounds) and compares the states a
+measuring worker could put itself in:
+
+* glibc default, timed after 10 warm-up iterations at the measured batch;
+* glibc default after a "history" (one forward+backward at batch 256 first);
+* glibc default with a forward at batch 256 as warm-up before the 10 at batch 32;
+* fixed thresholds via ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_``, with and without the history;
+* the same thresholds set at process start with ``mallopt`` (ctypes), with and without the history;
+* jemalloc / tcmalloc by ``LD_PRELOAD`` as ``torch.backends.xeon.run_cpu`` sets them up
+  (jemalloc with ``MALLOC_CONF=oversize_threshold:1,background_thread:true,metadata_thp:auto``),
+  with and without the history; skipped, and said so, when the library is absent.
+
+Each child reports the p50 of its timed iterations, the minor page faults per
+iteration (the allocator's cost made visible) and how many cores other
+processes used while it timed; a disturbed child (other processes above
+``--max-other-cpu`` cores) is repeated up to ``--retries`` times and the least
+disturbed kept (marked ``*`` in the table when even that one was disturbed).
+
+    .venv/bin/python benchmarks/allocator.py [--rounds 3] [--quick] [--models small_cnn,mlp]
+                                             [--thresholds 128K:256K,32M:1G] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import glob
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Input shapes as the harness's data sets give them: digits are 1x8x8 images with 10
+# classes (plugins/datasets.py), CIFAR-10 3x32x32 with 10 classes.
+MODELS = {
+    "small_cnn": {"shape": (1, 8, 8), "classes": 10},
+    "mlp": {"shape": (1, 8, 8), "classes": 10},
+    "resnet18_cifar": {"shape": (3, 32, 32), "classes": 10},
+}
+BATCH = 32
+HISTORY_BATCH = 256
+WARMUP = 10
+# Timed iterations per child: at least ``min``, then until ``seconds`` have passed or ``max`` ran.
+ITERATIONS = {
+    "small_cnn": {"min": 50, "max": 300, "seconds": 1.0},
+    "mlp": {"min": 200, "max": 2000, "seconds": 0.5},
+    "resnet18_cifar": {"min": 8, "max": 30, "seconds": 3.0},
+}
+QUICK_ITERATIONS = {
+    "small_cnn": {"min": 30, "max": 100, "seconds": 0.4},
+    "mlp": {"min": 100, "max": 500, "seconds": 0.2},
+    "resnet18_cifar": {"min": 5, "max": 5, "seconds": 1.0},
+}
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+M_ARENA_MAX = -8
+# (mmap threshold, trim threshold) pairs tried by default: glibc's initial values frozen (every
+# block >= 128 KiB is mmap'ed, the heap trimmed above 256 KiB), and large values (what the
+# harness sets: blocks up to 32 MiB, glibc's dynamic maximum, stay on the heap, and the heap is
+# never trimmed below 1 GiB).
+DEFAULT_THRESHOLDS = "128K:256K,32M:1G"
+REFERENCE_THRESHOLDS = "32M:1G"
+
+JEMALLOC_CONF = "oversize_threshold:1,background_thread:true,metadata_thp:auto"  # as torch.backends.xeon.run_cpu sets it
+
+
+# ---------------------------------------------------------------------------------------------
+# the child: one measurement in a fresh process
+# ---------------------------------------------------------------------------------------------
+
+
+def _system_busy_seconds() -> float:
+    """CPU seconds all processes have spent on this machine (from /proc/stat), or NaN elsewhere."""
+    try:
+        with open("/proc/stat") as f:
+            parts = f.readline().split()[1:]
+    except OSError:
+        return math.nan
+    ticks = [int(p) for p in parts]
+    busy = sum(ticks) - ticks[3] - (ticks[4] if len(ticks) > 4 else 0)  # all minus idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _other_cpu(seconds: float) -> float:
+    """Cores other processes kept busy over the next ``seconds`` (this process's own CPU time subtracted)."""
+    busy0, own0, wall0 = _system_busy_seconds(), _own_cpu_seconds(), time.perf_counter()
+    time.sleep(seconds)
+    return max(0.0, (_system_busy_seconds() - busy0) - (_own_cpu_seconds() - own0)) / (time.perf_counter() - wall0)
+
+
+def wait_until_quiet(max_other: float, max_wait: float) -> float:
+    """Sleep until other processes use at most ``max_other`` cores (at most ``max_wait`` s); the seconds waited."""
+    started = time.perf_counter()
+    while _other_cpu(0.25) > max_other and time.perf_counter() - started < max_wait:
+        time.sleep(0.25)
+    return time.perf_counter() - started
+
+
+def _apply_mallopt(spec: dict) -> dict:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    mallopt = getattr(libc, "mallopt", None)
+    if mallopt is None:
+        return {"mallopt": "unavailable"}
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    result = {}
+    for name, param in (("mmap", M_MMAP_THRESHOLD), ("trim", M_TRIM_THRESHOLD), ("arena_max", M_ARENA_MAX)):
+        if spec.get(name) is not None:
+            result[name] = bool(mallopt(param, int(spec[name])))
+    return {"mallopt": result}
+
+
+def _preloaded(names: tuple[str, ...]) -> list[str]:
+    try:
+        with open("/proc/self/maps") as f:
+            maps = f.read()
+    except OSError:
+        return []
+    return sorted({line.split()[-1] for line in maps.splitlines() if any(n in line for n in names) and "/" in line})
+
+
+def child(spec: dict) -> dict:
+    """Build the model, apply the variant, warm up, time; return the numbers as a dict."""
+    info = _apply_mallopt(spec["mallopt"]) if spec.get("mallopt") else {}
+    import resource
+
+    import torch
+
+    from benchharness.plugins.models import MLP, ResNet18Cifar, SmallCNN
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    family = {"small_cnn": SmallCNN, "mlp": MLP, "resnet18_cifar": ResNet18Cifar}[spec["model"]]
+    shape, classes = tuple(MODELS[spec["model"]]["shape"]), MODELS[spec["model"]]["classes"]
+    model = family().build(classes, shape)
+
+    if spec["history"]:  # one training step's allocations, as a trained / calibrated cell would have made
+        model.train()
+        x = torch.randn(HISTORY_BATCH, *shape)
+        y = torch.randint(0, classes, (HISTORY_BATCH,))
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        model.zero_grad(set_to_none=True)
+        del x, y
+    model.eval()
+    x = torch.randn(spec["batch"], *shape)
+    waited = wait_until_quiet(spec["max_other"], spec["max_wait"])  # before the warm-up: that and the timing run back to back
+    budget = spec["iterations"]
+    times = []
+    with torch.inference_mode():
+        if spec["big_warmup"]:
+            model(torch.randn(HISTORY_BATCH, *shape))
+        for _ in range(WARMUP):
+            model(x)
+        faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        busy0, own0, wall0 = _system_busy_seconds(), _own_cpu_seconds(), time.perf_counter()
+        while len(times) < budget["min"] or (len(times) < budget["max"] and time.perf_counter() - wall0 < budget["seconds"]):
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+        wall = time.perf_counter() - wall0
+        other = max(0.0, (_system_busy_seconds() - busy0) - (_own_cpu_seconds() - own0)) / wall
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+    return {
+        **info,
+        "p50_ms": statistics.median(times) * 1e3,
+        "iterations": len(times),
+        "faults_per_iter": faults / len(times),
+        "other_cpu": other,
+        "waited_s": waited,
+        "preloaded": _preloaded(("jemalloc", "tcmalloc")),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the parent: variants, rounds, table, recommendation
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().upper().removesuffix("B").removesuffix("I")
+    units = {"K": 2**10, "M": 2**20, "G": 2**30}
+    return int(float(text[:-1]) * units[text[-1]]) if text[-1] in units else int(text)
+
+
+def format_size(n: int) -> str:
+    for unit, size in (("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if n >= size and n % size == 0:
+            return f"{n // size}{unit}"
+    return str(n)
+
+
+def find_library(kind: str) -> str | None:
+    """The jemalloc / tcmalloc shared library: run_cpu's search path, then the usual system lib dirs."""
+    names = {"jemalloc": ["libjemalloc.so", "libjemalloc.so.2"], "tcmalloc": ["libtcmalloc.so", "libtcmalloc.so.4", "libtcmalloc_minimal.so", "libtcmalloc_minimal.so.4"]}[kind]
+    dirs = [f"{os.environ[v]}/lib" for v in ("CONDA_PREFIX", "VIRTUAL_ENV") if v in os.environ]
+    dirs += [str(Path(sys.prefix) / "lib"), os.path.expanduser("~/.local/lib"), "/usr/local/lib", "/usr/local/lib64", "/usr/lib", "/usr/lib64"]
+    dirs += sorted(glob.glob("/usr/lib/*-linux-gnu")) + sorted(glob.glob("/lib/*-linux-gnu")) + ["/opt/homebrew/lib", "/opt/conda/lib"]
+    for name in names:
+        for d in dirs:
+            path = Path(d) / name
+            if path.exists():
+                return str(path)
+    return None
+
+
+@dataclass
+class Variant:
+    name: str
+    state: str  # the allocator state; "+ history" variants share it with their plain twin
+    history: bool = False
+    big_warmup: bool = False
+    env: dict = field(default_factory=dict)
+    mallopt: dict | None = None
+    glibc: bool = True  # needs glibc (no preload)
+
+
+def build_variants(thresholds: list[tuple[int, int]], skipped: list[str]) -> list[Variant]:
+    variants = [
+        Variant("glibc default", "glibc default"),
+        Variant("glibc default + history", "glibc default", history=True),
+        Variant("glibc default, warm-up at 256", "glibc default, warm-up at 256", big_warmup=True),
+    ]
+    for mmap, trim in thresholds:
+        label = f"mmap={format_size(mmap)} trim={format_size(trim)}"
+        env = {"MALLOC_MMAP_THRESHOLD_": str(mmap), "MALLOC_TRIM_THRESHOLD_": str(trim)}
+        for how, kwargs in (("env", {"env": env}), ("mallopt", {"mallopt": {"mmap": mmap, "trim": trim}})):
+            state = f"{how} {label}"
+            variants.append(Variant(state, state, **kwargs))
+            variants.append(Variant(f"{state} + history", state, history=True, **kwargs))
+    for kind in ("jemalloc", "tcmalloc"):
+        lib = find_library(kind)
+        if lib is None:
+            skipped.append(f"{kind}: no lib{kind}.so* found in run_cpu's paths or the system lib dirs; skipped")
+            continue
+        env = {"LD_PRELOAD": lib}
+        if kind == "jemalloc":
+            env["MALLOC_CONF"] = JEMALLOC_CONF
+        state = f"{kind} (LD_PRELOAD)"
+        variants.append(Variant(state, state, env=env, glibc=False))
+        variants.append(Variant(f"{state} + history", state, history=True, env=env, glibc=False))
+    return variants
+
+
+def run_child(variant: Variant, model: str, threads: int, iterations: dict, max_other: float, max_wait: float) -> dict:
+    spec = {
+        "model": model,
+        "batch": BATCH,
+        "threads": threads,
+        "history": variant.history,
+        "big_warmup": variant.big_warmup,
+        "mallopt": variant.mallopt,
+        "iterations": iterations,
+        "max_other": max_other,
+        "max_wait": max_wait,
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
+    env.update(variant.env)
+    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)})
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(spec)], env=env, capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{model} / {variant.name} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(variant, model, threads, iterations, max_other, retries, max_wait) -> dict:
+    """One child, repeated while other processes disturbed it; the least disturbed is kept."""
+    best = None
+    for _ in range(retries + 1):
+        result = run_child(variant, model, threads, iterations, max_other, max_wait)
+        if best is None or result["other_cpu"] < best["other_cpu"]:
+            best = result
+        if result["other_cpu"] <= max_other:
+            break
+    best["disturbed"] = best["other_cpu"] > max_other
+    return best
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def geomean(values):
+    values = [v for v in values if v and v > 0]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else math.nan
+
+
+def recommend(models, variants, med, reference_state) -> str:
+    """Pick the state that is fast and whose latency does not depend on the process's history."""
+    states = []
+    for state in dict.fromkeys(v.state for v in variants):
+        plain = next((v for v in variants if v.state == state and not v.history), None)
+        hist = next((v for v in variants if v.state == state and v.history), None)
+        if plain is None or hist is None:
+            continue
+        speeds, deps = [], []
+        for m in models:
+            ref = med[(m, reference_state)]
+            a, b = med[(m, plain.name)], med[(m, hist.name)]
+            speeds.append(a / ref)
+            deps.append(abs(a / b - 1))
+        states.append((state, geomean(speeds), max(deps), plain.glibc))
+    fastest = min(s[1] for s in states)
+    # "fast": within 5% of the fastest state (geometric mean over models); among those the least
+    # history-dependent, preferring glibc (no preload needed) when dependence is within 3 points.
+    fast = [s for s in states if s[1] <= fastest * 1.05]
+    least = min(s[2] for s in fast)
+    calm = [s for s in fast if s[2] <= least + 0.03]
+    calm.sort(key=lambda s: (not s[3], not s[0].startswith("mallopt"), s[2], s[1]))
+    pick = calm[0]
+    default = next(s for s in states if s[0] == "glibc default")
+    lines = [
+        f"Recommendation: '{pick[0]}'. Over the models it runs at {pick[1]:.2f}x the reference "
+        f"(geometric mean of medians; the fastest state is {fastest:.2f}x) and its latency moves by at most "
+        f"{pick[2] * 100:.1f}% when a batch-{HISTORY_BATCH} forward+backward ran first, against "
+        f"{default[2] * 100:.1f}% for glibc's default (which runs at {default[1]:.2f}x).",
+        "States compared (speed vs reference, worst history dependence): "
+        + "; ".join(f"{s[0]}: {s[1]:.2f}x, {s[2] * 100:.1f}%" for s in sorted(states, key=lambda s: s[1])) + ".",
+    ]
+    return " ".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3, --quick 2)")
+    parser.add_argument("--quick", action="store_true", help="fewer iterations and rounds, no resnet18_cifar unless --models names it")
+    parser.add_argument("--models", default=None, help=f"comma-separated, from {', '.join(MODELS)} (default all; --quick: small_cnn,mlp)")
+    parser.add_argument("--thresholds", default=DEFAULT_THRESHOLDS, help=f"mmap:trim pairs to try (default {DEFAULT_THRESHOLDS}); the first "
+                        f"large pair ({REFERENCE_THRESHOLDS} if given) by env without history is the reference")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the harness's MeasureSettings().thread_count())")
+    parser.add_argument("--max-other-cpu", type=float, default=0.2, help="cores other processes may use while a child times (default 0.2, as the harness)")
+    parser.add_argument("--retries", type=int, default=2, help="repeats of a disturbed child (default 2)")
+    parser.add_argument("--max-wait", type=float, default=15.0, help="seconds a child waits for the other processes to go quiet before it warms up (default 15)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+
+    rounds = args.rounds or (2 if args.quick else 3)
+    models = (args.models or ("small_cnn,mlp" if args.quick else ",".join(MODELS))).split(",")
+    for m in models:
+        if m not in MODELS:
+            parser.error(f"unknown model {m!r}")
+    iterations = QUICK_ITERATIONS if args.quick else ITERATIONS
+    thresholds = [tuple(parse_size(x) for x in pair.split(":")) for pair in args.thresholds.split(",")]
+    if args.threads is None:
+        from benchharness.suite import MeasureSettings
+
+        threads = MeasureSettings().thread_count()
+    else:
+        threads = args.threads
+    ref_pair = REFERENCE_THRESHOLDS if REFERENCE_THRESHOLDS in args.thresholds.split(",") else args.thresholds.split(",")[-1]
+    mmap, trim = (parse_size(x) for x in ref_pair.split(":"))
+    reference = f"env mmap={format_size(mmap)} trim={format_size(trim)}"
+
+    skipped: list[str] = []
+    variants = build_variants(thresholds, skipped)
+    import torch
+
+    print(f"torch {torch.__version__}, {threads} threads, CPU: {cpu_model()} ({os.cpu_count()} logical CPUs), "
+          f"libc: {' '.join(platform.libc_ver())}, python {platform.python_version()}")
+    for line in skipped:
+        print(line)
+    print(f"{len(models)} models x {len(variants)} variants x {rounds} rounds, batch {BATCH}, fresh process each; "
+          f"reference: '{reference}' (no history)", flush=True)
+
+    results: dict[tuple[str, str], list[dict]] = {}
+    started = time.perf_counter()
+    for r in range(rounds):
+        for i, m in enumerate(models):
+            k = (r + i) % len(variants)
+            order = variants[k:] + variants[:k]  # rotate, so no variant always runs first or right after another
+            for v in order:
+                results.setdefault((m, v.name), []).append(measure(v, m, threads, iterations[m], args.max_other_cpu, args.retries, args.max_wait))
+        print(f"round {r + 1}/{rounds} done after {time.perf_counter() - started:.0f} s", flush=True)
+
+    med = {key: statistics.median(x["p50_ms"] for x in rs) for key, rs in results.items()}
+    header = f"{'model':<15} {'variant':<40} {'p50 ms':>9} {'spread':>7} {'vs ref':>7} {'faults/it':>9} {'other cpu':>9}  per round"
+    print()
+    print(header)
+    print("-" * len(header))
+    for m in models:
+        for v in variants:
+            rs = results[(m, v.name)]
+            p50s = [x["p50_ms"] for x in rs]
+            spread = max(p50s) / min(p50s) - 1
+            ratio = med[(m, v.name)] / med[(m, reference)]
+            faults = statistics.median(x["faults_per_iter"] for x in rs)
+            other = max(x["other_cpu"] for x in rs)
+            rounds_text = " ".join(f"{p:.3g}{'*' if x['disturbed'] else ''}" for p, x in zip(p50s, rs))
+            print(f"{m:<15} {v.name:<40} {med[(m, v.name)]:>9.3f} {spread * 100:>6.1f}% {ratio:>6.2f}x {faults:>9.1f} {other:>9.2f}  {rounds_text}")
+        print()
+    refused = {v.name: x["mallopt"] for (m, name), rs in results.items() for v in variants if v.name == name for x in rs
+               if isinstance(x.get("mallopt"), dict) and not all(x["mallopt"].values())}
+    for name, res in refused.items():
+        print(f"warning: mallopt refused a setting in '{name}': {res}")
+    preload_missing = {v.name for (m, name), rs in results.items() for v in variants if v.name == name and not v.glibc
+                       for x in rs if not x["preloaded"]}
+    for name in sorted(preload_missing):
+        print(f"warning: '{name}': the preloaded allocator did not show up in the child's memory map")
+    print("spread: max/min - 1 of the per-round p50s; faults/it: minor page faults per timed iteration (median over rounds);")
+    print(f"other cpu: most cores other processes used during a kept timing (* = above {args.max_other_cpu} after {args.retries} retries)")
+    print()
+    print(recommend(models, variants, med, reference))
+
+
+if __name__ == "__main__":
+    main()

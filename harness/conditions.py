@@ -1,0 +1,101 @@
+"""The controlled state every timing starts from: threads, CPU affinity and the allocator.
+
+A measuring process applies these before it loads a model, and the run records
+them in ``run.json`` (``conditions``) and in every record, so that a number can
+be reproduced and two numbers compared only when they were taken alike.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from typing import Any
+
+THREAD_ENVIRONMENT = (
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "OMP_PROC_BIND", "OMP_PLACES",
+    "GOMP_SPINCOUNT", "KMP_AFFINITY", "KMP_BLOCKTIME", "MALLOC_CONF", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+    "MALLOC_ARENA_MAX", "LD_PRELOAD",
+)
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD_BYTES = 32 * 2**20
+TRIM_THRESHOLD_BYTES = 2**30
+
+
+def allowed_cpus() -> list[int]:
+    """The CPUs this process may run on (all logical CPUs where affinity is not supported)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return list(range(os.cpu_count() or 1))
+
+
+def unavailable_cpus(requested: list[int] | None) -> list[int]:
+    """The requested CPUs this process may not use (empty when all are usable)."""
+    if not requested:
+        return []
+    allowed = set(allowed_cpus())
+    return [cpu for cpu in requested if cpu not in allowed]
+
+
+def _libc() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+
+def fix_allocator() -> dict[str, Any]:
+    """Fix glibc malloc's thresholds so allocator behaviour no longer depends on what ran before.
+
+    glibc raises its mmap threshold dynamically whenever a large block is freed, so the same
+    forward pass is served by mmap/munmap in a fresh process and from the heap after any larger
+    one. Fixed thresholds (as ``mallopt`` sets them) end that adaptation: every allocation up to
+    ``MMAP_THRESHOLD_BYTES`` comes from the heap, and freed memory is not returned to the system.
+    """
+    libc = _libc()
+    mallopt = getattr(libc, "mallopt", None) if libc is not None else None
+    if mallopt is None:
+        return {"allocator": "system default (mallopt unavailable: not glibc)"}
+    ok = bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    if not ok:
+        return {"allocator": "glibc default (mallopt refused the fixed thresholds)"}
+    return {"allocator": "glibc, fixed thresholds", "mmap_threshold_bytes": MMAP_THRESHOLD_BYTES, "trim_threshold_bytes": TRIM_THRESHOLD_BYTES}
+
+
+def pin(cpus: list[int] | None, threads: int) -> dict[str, Any]:
+    """Pin this process to ``cpus`` (default: those allowed) and set torch's intra-op threads."""
+    import torch
+
+    chosen = list(cpus) if cpus else allowed_cpus()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, chosen)
+    torch.set_num_threads(threads)
+    return {"cpus": chosen, "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads()}
+
+
+def thread_environment() -> dict[str, str | None]:
+    """The environment variables that change threading or allocation, as set for this process."""
+    return {name: os.environ.get(name) for name in THREAD_ENVIRONMENT}
+
+
+def apply(cpus: list[int] | None, threads: int) -> dict[str, Any]:
+    """Apply the controlled state (allocator, affinity, threads) to this process and return it for the record."""
+    return {**fix_allocator(), **pin(cpus, threads), "environment": {k: v for k, v in thread_environment().items() if v is not None}}
+
+
+def describe(cpus: list[int] | None, threads: int) -> dict[str, Any]:
+    """What :func:`apply` will set, for ``run.json`` (without changing this process)."""
+    return {
+        "cpus": list(cpus) if cpus else allowed_cpus(),
+        "threads": threads,
+        "allocator": "glibc with fixed mmap/trim thresholds (mallopt) in every measuring process" if _libc() is not None else "system default",
+        "mmap_threshold_bytes": MMAP_THRESHOLD_BYTES,
+        "trim_threshold_bytes": TRIM_THRESHOLD_BYTES,
+        "isolation": "every timing in a fresh process forked from the same preloaded server, model restored from its saved file",
+        "environment": thread_environment(),
+    }

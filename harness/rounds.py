@@ -1,0 +1,286 @@
+"""Interleaved timing rounds for one group of cells (same model, device and repeat).
+
+In every round each cell's saved model is timed once, in a fresh process, in the
+order reference, the other cells (rotated by one place each round, so no cell
+always follows the same neighbour), then the reference again as an A/A control.
+Drift and background load therefore touch the reference and each cell alike,
+and a speedup's CI comes from the paired per-round ratios. Rounds go on until
+every CI is narrow enough, or the round or time cap is reached; the summary
+says which. A timing during which other processes used more than
+``max_other_cpu`` cores is repeated; one that stays disturbed is kept and its
+cell flagged noisy, as is a cell whose per-round speedups disagree.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from benchharness.stats import RatioEstimate, log_mean_ci, paired_ratio, spread
+from benchharness.suite import MeasureSettings
+from benchharness.system import describe_other_cores
+
+AA_SLOT = "A/A control"
+TOLERANCE_FLOOR = 0.03
+PROBE_FLAGS = ("gpu_throttled",)
+
+
+@dataclass
+class Contender:
+    """A cell whose saved model takes part in the rounds."""
+
+    cell_id: str
+    artifact: str
+
+
+@dataclass
+class Outcome:
+    """What the rounds produced for one cell: latency entries and noise flags, or why timing failed."""
+
+    latency: list[dict[str, Any]] = field(default_factory=list)
+    noise_reasons: list[str] = field(default_factory=list)
+    failure: dict[str, Any] | None = None
+
+    @property
+    def noisy(self) -> bool:
+        """Whether the cell's measurement was disturbed or its rounds disagree."""
+        return bool(self.noise_reasons)
+
+
+@dataclass
+class GroupResult:
+    """The rounds of one group: an outcome per cell and how the rounds ended."""
+
+    outcomes: dict[str, Outcome]
+    rounds: int
+    stopped_by: str
+    seconds: float
+    reference: str | None
+    aa: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """The part of every record that describes the rounds."""
+        return {"rounds": self.rounds, "stopped_by": self.stopped_by, "seconds": self.seconds, "reference_cell": self.reference}
+
+
+TimeOne = Callable[[Contender], dict[str, Any]]
+
+
+class GroupRounds:
+    """Runs the interleaved rounds of one group and summarises them."""
+
+    def __init__(self, contenders: list[Contender], reference: str | None, settings: MeasureSettings, time_one: TimeOne):
+        self.settings = settings
+        self.time_one = time_one
+        self.contenders = {contender.cell_id: contender for contender in contenders}
+        self.reference = reference if reference in self.contenders else None
+        self.timings: dict[str, list[list[dict[str, Any]]]] = {cell_id: [] for cell_id in self.contenders}
+        self.timings[AA_SLOT] = []
+        self.worst_other: dict[str, float] = {cell_id: 0.0 for cell_id in self.timings}
+        self.failures: dict[str, dict[str, Any]] = {}
+        self.rounds = 0
+        self.persistently_disturbed = False
+
+    def order(self, round_index: int) -> list[str]:
+        """The slots of one round: reference, the others rotated by ``round_index``, then the A/A control."""
+        others = [cell_id for cell_id in self.contenders if cell_id != self.reference and cell_id not in self.failures]
+        if others:
+            shift = round_index % len(others)
+            others = others[shift:] + others[:shift]
+        if self.reference is None or self.reference in self.failures:
+            return others
+        return [self.reference, *others] + ([AA_SLOT] if self.settings.aa_control else [])
+
+    def _time_slot(self, slot: str) -> dict[str, Any]:
+        """Time one slot, repeating a disturbed timing up to ``disturbed_retries`` times; keeps the least disturbed.
+
+        Once a timing stayed disturbed through all its repeats the machine is busy for good, and
+        the rest of the group is timed without repeats (they would only triple the time).
+        """
+        contender = self.contenders[self.reference if slot == AA_SLOT else slot]
+        best: dict[str, Any] | None = None
+        attempts = 1 if self.persistently_disturbed else self.settings.disturbed_retries + 1
+        for _ in range(attempts):
+            result = self.time_one(contender)
+            if result.get("status") != "ok":
+                return result
+            result["other_cores"] = max(entry.get("other_cores") or 0.0 for entry in result["timings"])
+            if best is None or result["other_cores"] < best["other_cores"]:
+                best = result
+            if result["other_cores"] <= self.settings.max_other_cpu:
+                break
+        if best["other_cores"] > self.settings.max_other_cpu and attempts > 1:
+            self.persistently_disturbed = True
+        return best
+
+    def run_round(self) -> None:
+        """Time every slot once."""
+        for slot in self.order(self.rounds):
+            result = self._time_slot(slot)
+            if result.get("status") != "ok":
+                self.failures[self.reference if slot == AA_SLOT else slot] = result
+                continue
+            self.timings[slot].append(result["timings"])
+            self.worst_other[slot] = max(self.worst_other[slot], result["other_cores"])
+        self.rounds += 1
+
+    def _round_p50s(self, slot: str, batch_index: int) -> list[float]:
+        return [float(np.median(timing[batch_index]["samples_ms"])) for timing in self.timings[slot]]
+
+    def _paired(self, numerator: str, denominator: str, batch_index: int) -> RatioEstimate:
+        count = min(len(self.timings[numerator]), len(self.timings[denominator]))
+        return paired_ratio(self._round_p50s(numerator, batch_index)[:count], self._round_p50s(denominator, batch_index)[:count])
+
+    def _estimates(self) -> list[RatioEstimate]:
+        """Every CI the stopping rule watches: each cell's speedup (and the A/A) at each batch size."""
+        found = []
+        batch_count = len(self.settings.batch_sizes)
+        for slot, timings in self.timings.items():
+            if not timings or slot in self.failures:
+                continue
+            for index in range(batch_count):
+                if self.reference is not None and self.reference not in self.failures and slot != self.reference:
+                    found.append(self._paired(self.reference, slot, index))
+                elif self.reference is None or self.reference in self.failures:
+                    p50s = self._round_p50s(slot, index)
+                    estimate, low, high = log_mean_ci(p50s)
+                    found.append(RatioEstimate(estimate, low, high, len(p50s), spread(p50s)))
+        return found
+
+    def precise_enough(self) -> bool:
+        """Whether every watched CI's half-width is at most ``target_ci``."""
+        return all(estimate.half_width <= self.settings.target_ci for estimate in self._estimates())
+
+    def run(self, stop_requested: Callable[[], bool] = lambda: False, on_round: Callable[[int, float], None] | None = None) -> GroupResult:
+        """Rounds until the CIs are narrow enough, ``max_rounds``, ``max_seconds`` or a stop request (after ``min_rounds``)."""
+        settings = self.settings
+        started = time.monotonic()
+        stopped_by = "max_rounds"
+        while self.rounds < settings.max_rounds and len(self.failures) < len(self.contenders):
+            self.run_round()
+            widest = max((estimate.half_width for estimate in self._estimates()), default=math.inf)
+            if on_round:
+                on_round(self.rounds, widest)
+            if self.rounds < settings.min_rounds:
+                continue
+            if widest <= settings.target_ci:
+                stopped_by = "target_ci"
+                break
+            if time.monotonic() - started >= settings.max_seconds:
+                stopped_by = "max_seconds"
+                break
+            if stop_requested():
+                stopped_by = "interrupted"
+                break
+        return self.summarise(stopped_by, time.monotonic() - started)
+
+    def summarise(self, stopped_by: str, seconds: float) -> GroupResult:
+        """An outcome per cell from the rounds timed so far."""
+        aa_entries = [self._aa(index) for index in range(len(self.settings.batch_sizes))] if self._has_aa() else []
+        outcomes = {}
+        for cell_id in self.contenders:
+            if cell_id in self.failures:
+                outcomes[cell_id] = Outcome(failure=self.failures[cell_id])
+                continue
+            outcomes[cell_id] = self._outcome(cell_id, aa_entries)
+        aa = {"aa_speedup": [entry.get("aa_speedup") for entry in aa_entries]} if aa_entries else {}
+        return GroupResult(outcomes, self.rounds, stopped_by, seconds, self.reference, aa)
+
+    def _has_aa(self) -> bool:
+        return bool(self.timings[AA_SLOT]) and self.reference is not None and self.reference not in self.failures
+
+    def _aa(self, index: int) -> dict[str, Any]:
+        return self._paired(self.reference, AA_SLOT, index).as_dict("aa_speedup")
+
+    def _outcome(self, cell_id: str, aa_entries: list[dict[str, Any]]) -> Outcome:
+        outcome = Outcome()
+        compared = self.reference is not None and self.reference not in self.failures and cell_id != self.reference
+        for index, size in enumerate(self.settings.batch_sizes):
+            entry = latency_entry([timing[index] for timing in self.timings[cell_id]], size)
+            if compared:
+                speedup = self._paired(self.reference, cell_id, index)
+                entry.update(speedup.as_dict("speedup"))
+                entry["speedup_p50"] = entry.pop("speedup")
+                if speedup.spread > self.settings.max_round_spread:
+                    outcome.noise_reasons.append(f"rounds disagree by {describe_spread(speedup.spread)} at batch {size}")
+            elif cell_id == self.reference and aa_entries:
+                entry.update(aa_entries[index])
+                if aa_entries[index]["aa_speedup_round_spread"] > self.settings.max_round_spread:
+                    outcome.noise_reasons.append(f"rounds disagree by {describe_spread(aa_entries[index]['aa_speedup_round_spread'])} at batch {size} (A/A control)")
+            outcome.latency.append(entry)
+        worst = max(self.worst_other[cell_id], self.worst_other[AA_SLOT] if cell_id == self.reference else 0.0)
+        if worst > self.settings.max_other_cpu:
+            outcome.noise_reasons.insert(0, f"{describe_other_cores(worst)} while it was timed")
+        return outcome
+
+
+def describe_spread(spread: float) -> str:
+    """'12%' for small disagreements, '350-fold' once the slowest round is many times the fastest."""
+    return f"{spread:.0%}" if spread < 1.0 else f"{spread + 1.0:.3g}-fold"
+
+
+def latency_entry(rounds: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
+    """Latency statistics of one cell at one batch size over its rounds.
+
+    ``latency_p50_ms`` is the geometric mean of the per-round medians, with its 95% CI across
+    rounds; p90, p99, mean and std are over all samples pooled.
+    """
+    round_p50s = [float(np.median(timing["samples_ms"])) for timing in rounds]
+    pooled = np.concatenate([np.asarray(timing["samples_ms"], dtype=float) for timing in rounds])
+    p50, low, high = log_mean_ci(round_p50s)
+    total_s = float(pooled.sum()) / 1000.0
+    entry: dict[str, Any] = {
+        "batch_size": batch_size,
+        "latency_p50_ms": p50,
+        "latency_p50_ci95_low_ms": low,
+        "latency_p50_ci95_high_ms": high,
+        "latency_p90_ms": float(np.percentile(pooled, 90)),
+        "latency_p99_ms": float(np.percentile(pooled, 99)),
+        "latency_mean_ms": float(pooled.mean()),
+        "latency_std_ms": float(pooled.std(ddof=1)) if pooled.size > 1 else 0.0,
+        "throughput_sps": batch_size * pooled.size / total_s if total_s > 0 else math.nan,
+        "iterations": int(pooled.size),
+        "rounds": len(rounds),
+        "round_p50_ms": round_p50s,
+        "other_cores": [timing.get("other_cores") for timing in rounds],
+        "samples_ms": [float(value) for value in pooled],
+    }
+    entry.update(_probe_readings(rounds))
+    return entry
+
+
+def _probe_readings(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """The probe's readings over rounds: flags are true if any round's was, numbers are averaged."""
+    readings: dict[str, Any] = {}
+    skip = {"samples_ms", "other_cores", "batch_size"}
+    for key in {key for timing in rounds for key in timing} - skip:
+        values = [timing[key] for timing in rounds if timing.get(key) is not None]
+        if not values:
+            continue
+        if key in PROBE_FLAGS or isinstance(values[0], bool):
+            readings[key] = any(values)
+        elif all(isinstance(value, (int, float)) for value in values):
+            readings[key] = float(np.mean(values))
+    return readings
+
+
+def contradiction(entry: dict[str, Any], speedup_bound: float | None, aa_half_width: float) -> str | None:
+    """Why a measured speedup contradicts what the representation allows, or None.
+
+    A speedup whose CI lies wholly above Amdahl's bound (the speedup if every faster FLOP were
+    free), with a tolerance of the A/A noise floor, cannot come from the technique.
+    """
+    low = entry.get("speedup_ci95_low")
+    if low is None or speedup_bound is None or not math.isfinite(speedup_bound) or math.isnan(low):
+        return None
+    tolerance = max(TOLERANCE_FLOOR, aa_half_width if math.isfinite(aa_half_width) else 0.0)
+    if low > speedup_bound * (1.0 + tolerance):
+        return (
+            f"measured {entry['speedup_p50']:.3g}x (95% CI {low:.3g}-{entry['speedup_ci95_high']:.3g}) at batch {entry['batch_size']}, "
+            f"above the {speedup_bound:.3g}x its representation allows: suspect the measurement, not the technique"
+        )
+    return None
