@@ -135,20 +135,29 @@ def _signal(process: psutil.Process, signal_number: int) -> None:
         pass
 
 
+def _halt(process: psutil.Process) -> None:
+    """Stop ``process`` (SIGSTOP), or kill it where there is no SIGSTOP."""
+    if _SIGSTOP is not None:
+        _signal(process, _SIGSTOP)
+    else:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+
+
 def _stop_all(roots: Iterable[psutil.Process], stop_roots: bool) -> set[psutil.Process]:
-    """SIGSTOP the roots (if asked) and all their descendants, again until no new ones appear; all it found."""
+    """Stop the roots (if asked) and all their descendants, again until no new ones appear; all it found."""
     roots = [root for root in roots if _is_running(root)]
     stopped = set(roots) if stop_roots else set()
-    if stop_roots and _SIGSTOP is not None:
-        for root in roots:
-            _signal(root, _SIGSTOP)
+    for root in stopped:
+        _halt(root)
     while True:
         new = {child for parent in [*roots, *stopped] for child in descendants(parent)} - stopped - set(roots)
         if not new:
             return stopped
         for process in new:
-            if _SIGSTOP is not None:
-                _signal(process, _SIGSTOP)
+            _halt(process)
         stopped |= new
 
 

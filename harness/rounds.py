@@ -7,8 +7,10 @@ Drift and background load therefore touch the reference and each cell alike,
 and a speedup's CI comes from the paired per-round ratios. Rounds go on until
 every CI is narrow enough, or the round or time cap is reached; the summary
 says which. A timing during which other processes used more than
-``max_other_cpu`` cores is repeated; one that stays disturbed is kept and its
-cell flagged noisy, as is a cell whose per-round speedups disagree.
+``max_other_cpu`` cores is repeated; one that stays disturbed is recorded but
+left out of the estimates while at least two quiet rounds remain, and rounds go
+on until there are ``min_rounds`` quiet ones. A cell with fewer is flagged
+noisy, as is a cell whose per-round speedups disagree.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ class GroupRounds:
         self.reference = reference if reference in self.contenders else None
         self.timings: dict[str, list[list[dict[str, Any]]]] = {cell_id: [] for cell_id in self.contenders}
         self.timings[AA_SLOT] = []
-        self.worst_other: dict[str, float] = {cell_id: 0.0 for cell_id in self.timings}
+        self.other_cores: dict[str, list[float]] = {cell_id: [] for cell_id in self.timings}
         self.failures: dict[str, dict[str, Any]] = {}
         self.rounds = 0
         self.persistently_disturbed = False
@@ -98,8 +100,8 @@ class GroupRounds:
     def _time_slot(self, slot: str) -> dict[str, Any]:
         """Time one slot, repeating a disturbed timing up to ``disturbed_retries`` times; keeps the least disturbed.
 
-        Once a timing stayed disturbed through all its repeats the machine is busy for good, and
-        the rest of the group is timed without repeats (they would only triple the time).
+        Once a timing stayed disturbed through all its repeats the machine counts as busy, and
+        timings are not repeated until one is quiet again (repeats would only triple the time).
         """
         contender = self.contenders[self.reference if slot == AA_SLOT else slot]
         best: dict[str, Any] | None = None
@@ -112,6 +114,7 @@ class GroupRounds:
             if best is None or result["other_cores"] < best["other_cores"]:
                 best = result
             if result["other_cores"] <= self.settings.max_other_cpu:
+                self.persistently_disturbed = False
                 break
         if best["other_cores"] > self.settings.max_other_cpu and attempts > 1:
             self.persistently_disturbed = True
@@ -125,15 +128,27 @@ class GroupRounds:
                 self.failures[self.reference if slot == AA_SLOT else slot] = result
                 continue
             self.timings[slot].append(result["timings"])
-            self.worst_other[slot] = max(self.worst_other[slot], result["other_cores"])
+            self.other_cores[slot].append(result["other_cores"])
         self.rounds += 1
 
     def _round_p50s(self, slot: str, batch_index: int) -> list[float]:
         return [float(np.median(timing[batch_index]["samples_ms"])) for timing in self.timings[slot]]
 
+    def _quiet_rounds(self, *slots: str) -> list[int]:
+        """The rounds in which every one of ``slots`` was timed while other processes stayed below ``max_other_cpu``."""
+        count = min(len(self.timings[slot]) for slot in slots)
+        limit = self.settings.max_other_cpu
+        return [index for index in range(count) if all(self.other_cores[slot][index] <= limit for slot in slots)]
+
+    def usable_rounds(self, *slots: str) -> list[int]:
+        """The quiet rounds of ``slots`` when there are at least two (a CI needs two), else every round they share."""
+        quiet = self._quiet_rounds(*slots)
+        return quiet if len(quiet) >= 2 else list(range(min(len(self.timings[slot]) for slot in slots)))
+
     def _paired(self, numerator: str, denominator: str, batch_index: int) -> RatioEstimate:
-        count = min(len(self.timings[numerator]), len(self.timings[denominator]))
-        return paired_ratio(self._round_p50s(numerator, batch_index)[:count], self._round_p50s(denominator, batch_index)[:count])
+        rounds = self.usable_rounds(numerator, denominator)
+        numerators, denominators = self._round_p50s(numerator, batch_index), self._round_p50s(denominator, batch_index)
+        return paired_ratio([numerators[index] for index in rounds], [denominators[index] for index in rounds])
 
     def _estimates(self) -> list[RatioEstimate]:
         """Every CI the stopping rule watches: each cell's speedup (and the A/A) at each batch size."""
@@ -151,12 +166,15 @@ class GroupRounds:
                     found.append(RatioEstimate(estimate, low, high, len(p50s), spread(p50s)))
         return found
 
-    def precise_enough(self) -> bool:
-        """Whether every watched CI's half-width is at most ``target_ci``."""
-        return all(estimate.half_width <= self.settings.target_ci for estimate in self._estimates())
+    def fewest_quiet_rounds(self) -> int:
+        """The fewest undisturbed rounds any cell has (paired with the reference's where there is one)."""
+        active = [slot for slot in self.timings if self.timings[slot] and slot not in self.failures]
+        has_reference = self.reference is not None and self.reference not in self.failures
+        counts = [len(self._quiet_rounds(self.reference, slot) if has_reference and slot != self.reference else self._quiet_rounds(slot)) for slot in active]
+        return min(counts, default=0)
 
     def run(self, stop_requested: Callable[[], bool] = lambda: False, on_round: Callable[[int, float], None] | None = None) -> GroupResult:
-        """Rounds until the CIs are narrow enough, ``max_rounds``, ``max_seconds`` or a stop request (after ``min_rounds``)."""
+        """Rounds until the CIs are narrow enough over ``min_rounds`` quiet rounds, ``max_rounds``, ``max_seconds`` or a stop request."""
         settings = self.settings
         started = time.monotonic()
         stopped_by = "max_rounds"
@@ -167,7 +185,7 @@ class GroupRounds:
                 on_round(self.rounds, widest)
             if self.rounds < settings.min_rounds:
                 continue
-            if widest <= settings.target_ci:
+            if widest <= settings.target_ci and self.fewest_quiet_rounds() >= settings.min_rounds:
                 stopped_by = "target_ci"
                 break
             if time.monotonic() - started >= settings.max_seconds:
@@ -200,7 +218,8 @@ class GroupRounds:
         outcome = Outcome()
         compared = self.reference is not None and self.reference not in self.failures and cell_id != self.reference
         for index, size in enumerate(self.settings.batch_sizes):
-            entry = latency_entry([timing[index] for timing in self.timings[cell_id]], size)
+            entry = latency_entry([self.timings[cell_id][round_index][index] for round_index in self.usable_rounds(cell_id)], size)
+            entry["rounds_timed"] = len(self.timings[cell_id])
             if compared:
                 speedup = self._paired(self.reference, cell_id, index)
                 entry.update(speedup.as_dict("speedup"))
@@ -212,9 +231,14 @@ class GroupRounds:
                 if aa_entries[index]["aa_speedup_round_spread"] > self.settings.max_round_spread:
                     outcome.noise_reasons.append(f"rounds disagree by {describe_spread(aa_entries[index]['aa_speedup_round_spread'])} at batch {size} (A/A control)")
             outcome.latency.append(entry)
-        worst = max(self.worst_other[cell_id], self.worst_other[AA_SLOT] if cell_id == self.reference else 0.0)
-        if worst > self.settings.max_other_cpu:
-            outcome.noise_reasons.insert(0, f"{describe_other_cores(worst)} while it was timed")
+        slots = (cell_id, AA_SLOT) if cell_id == self.reference and self.timings[AA_SLOT] else (cell_id,)
+        if compared:
+            slots = (self.reference, cell_id)
+        quiet = len(self._quiet_rounds(*slots))
+        if quiet < self.settings.min_rounds:
+            worst = max(max(self.other_cores[slot], default=0.0) for slot in slots)
+            timed = min(len(self.timings[slot]) for slot in slots)
+            outcome.noise_reasons.insert(0, f"{describe_other_cores(worst)} while it was timed ({timed - quiet} of {timed} rounds disturbed)")
         return outcome
 
 

@@ -91,7 +91,9 @@ class OtherCpuMeter:
     processes confined to the same CPUs. Start and stop each cost some tens of microseconds.
 
     The kernel counts CPU time in ticks of 10 ms, so a window of a few ticks is coarse: over 50 ms,
-    one tick either way is 0.2 of a core. Windows of 0.3 s or more read to within a few percent.
+    one tick either way is 0.2 of a core. Two ticks per counter are discounted (see
+    :meth:`tick_slack_s`), so short windows err towards "quiet"; windows of 0.5 s or more read to
+    within about 0.1 of a core.
     """
 
     def __init__(self, exclude_pids: Iterable[int] = ()):
@@ -116,10 +118,17 @@ class OtherCpuMeter:
         wall_end, cpu_end, own_end = time.perf_counter(), cpu_seconds(self.cpus), self._own_cpu_s()
         wall_start, cpu_start, own_start = self._started
         self.wall_s = wall_end - wall_start
-        self.other_cpu_s = max(0.0, (cpu_end.busy - cpu_start.busy) - (own_end - own_start))
+        self.other_cpu_s = max(0.0, (cpu_end.busy - cpu_start.busy) - (own_end - own_start) - self.tick_slack_s())
         self.other_cores = self.other_cpu_s / self.wall_s if self.wall_s > 0 else 0.0
         self.steal_cores = (cpu_end.steal - cpu_start.steal) / self.wall_s if self.wall_s > 0 else 0.0
         return self.other_cores
+
+    def tick_slack_s(self) -> float:
+        """CPU seconds the tick counters may be off by: two ticks per counter read (each CPU's and this process's).
+
+        They are discounted, so that a short window never reads a tick of rounding as a busy machine.
+        """
+        return 2 * (len(self.cpus) + 1) / os.sysconf("SC_CLK_TCK")
 
     def __enter__(self) -> "OtherCpuMeter":
         return self.start()

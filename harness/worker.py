@@ -105,7 +105,7 @@ def _seed_everything(seed: int) -> None:
 
 
 def time_batch_sizes(model: torch.nn.Module, inputs: torch.Tensor, settings: MeasureSettings, probe: Probe) -> list[dict[str, Any]]:
-    """Latency samples at every batch size, each with the CPU time other processes used meanwhile and the probe's samples.
+    """Latency samples at every batch size, with the probe's samples and the CPU time other processes used meanwhile.
 
     One forward pass at the largest batch size comes first, so that every batch size is
     timed after the same allocations whatever the order.
@@ -115,14 +115,17 @@ def time_batch_sizes(model: torch.nn.Module, inputs: torch.Tensor, settings: Mea
         model(example_batch(inputs, max(settings.batch_sizes)))
     probe.synchronize()
     entries = []
-    for size in settings.batch_sizes:
-        batch = example_batch(inputs, size)
-        with OtherCpuMeter() as meter, probe.sample() as samples:
-            times = time_inference(model, batch, settings, probe.synchronize)
-        entry = {"batch_size": size, "samples_ms": times, "other_cores": meter.other_cores, **samples}
-        if "energy_j" in samples:
-            entry["energy_j_per_sample"] = samples["energy_j"] / ((settings.warmup + len(times)) * size)
-        entries.append(entry)
+    with OtherCpuMeter() as meter:
+        for size in settings.batch_sizes:
+            batch = example_batch(inputs, size)
+            with probe.sample() as samples:
+                times = time_inference(model, batch, settings, probe.synchronize)
+            entry = {"batch_size": size, "samples_ms": times, **samples}
+            if "energy_j" in samples:
+                entry["energy_j_per_sample"] = samples["energy_j"] / ((settings.warmup + len(times)) * size)
+            entries.append(entry)
+    for entry in entries:
+        entry["other_cores"] = meter.other_cores
     return entries
 
 

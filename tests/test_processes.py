@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -74,8 +75,11 @@ def run_script(tmp_path: Path, source: str) -> tuple[subprocess.Popen, list[psut
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(source))
     process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True)
-    line = process.stdout.readline()
-    assert line, f"the script printed nothing (exit code {process.wait(30)})"
+    ready, _, _ = select.select([process.stdout], [], [], 60)
+    line = process.stdout.readline() if ready else ""
+    if not line:
+        kill_all(tree(process.pid))
+        raise AssertionError(f"the script printed no pids (exit code {process.wait(30)})")
     return process, [psutil.Process(pid) for pid in json.loads(line)]
 
 
@@ -159,6 +163,7 @@ def test_a_forkserver_exits_with_its_client_once_children_close_the_alive_fd(tmp
             context = multiprocessing.get_context("forkserver")
             receiver, sender = context.Pipe(duplex=False)
             context.Process(target=child, args=(sender,)).start()
+            sender.close()
             pid = receiver.recv()
             alive_fd = forkserver._forkserver._forkserver_alive_fd
             close_inherited_alive_fd()
