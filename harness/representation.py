@@ -106,7 +106,7 @@ def layer_flops(model: nn.Module, sample: torch.Tensor) -> dict[str, float]:
         totals[_representation(module, id(module) in fast_members)] += _layer_flops(module, output)
 
     for module in model.modules():
-        if not list(module.children()) and any(part in type(module).__name__ for part in _DENSE_LAYERS):
+        if (hasattr(module, "in_features") or hasattr(module, "in_channels")) and any(part in type(module).__name__ for part in _DENSE_LAYERS):
             handles.append(module.register_forward_hook(count))
     try:
         with torch.inference_mode():
@@ -177,7 +177,7 @@ def inspect_representation(
         expected, reason = True, _share_reason(share, flops, reference_flops)
         if declared and declared[0][0]:
             reason += "; " + declared[0][1]
-    elif share is not None and share < 0.005 and sparsity <= SPARSITY_NOTICED:
+    elif share is not None and share < 0.005 and sparsity <= SPARSITY_NOTICED and not quantized:
         expected, reason = False, "dense float model: the reference representation (no FLOPs removed or in a faster form)"
     elif share is not None:
         expected = False

@@ -8,7 +8,6 @@ interpreter: a crash, a hang, a CUDA error or a leak ends with its worker.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 import time
 from collections import Counter
@@ -22,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from benchharness.api import Cell
 from benchharness.host import PluginHost
 from benchharness.matrix import Group, expand, group_cells
+from benchharness.processes import DescendantTracker
 from benchharness.rounds import Contender, GroupResult, GroupRounds, contradiction, latency_entry
 from benchharness.store import RunDir, now_iso
 from benchharness.suite import Suite
@@ -73,7 +73,7 @@ def _receive(receiver: Any) -> dict[str, Any] | None:
         return None
 
 
-def _kill_worker(process: Any, tracker: Any) -> None:
+def _kill_worker(process: Any, tracker: DescendantTracker) -> None:
     """Kill the worker and every process it started, wherever they are now (DDP ranks and other sessions included)."""
     tracker.kill_all()
     process.join()
@@ -142,7 +142,6 @@ class Runner:
 
     def _run_in_worker(self, task: Any, log_path: Path, name: str) -> dict[str, Any] | None:
         """Run ``task`` (a CellTask or TimingTask) in a fresh worker; its result, a failure, or None after a second Ctrl-C."""
-        from benchharness.processes import DescendantTracker
         from benchharness.worker import run_in_worker
 
         context = worker_context()
@@ -161,7 +160,7 @@ class Runner:
             _kill_worker(process, tracker)
             receiver.close()
 
-    def _wait(self, process: Any, receiver: Any, log_path: Path, timeout: float, deadline: float, tracker: Any) -> dict[str, Any]:
+    def _wait(self, process: Any, receiver: Any, log_path: Path, timeout: float, deadline: float, tracker: DescendantTracker) -> dict[str, Any]:
         """Wait for the worker's result, its death, or the deadline, remembering every process it starts meanwhile."""
         while True:
             tracker.poll()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchharness.matrix import cell_id, expand
+from benchharness.matrix import cell_id, expand, group_cells
 from benchharness.suite import MatchRule, load_suite_text
 
 HEAD = 'models = ["small_cnn", "mlp"]\ndevices = ["cpu", "cuda"]\n[data]\nname = "digits"\n'
@@ -157,3 +157,29 @@ def test_quick_suite_excludes_self_distillation(host):
 def test_match_rule(rule, matches):
     """A rule matches when every given pattern matches (case-sensitive globs); absent keys match anything."""
     assert rule.matches("mlp", "prune-50", "cpu") is matches
+
+
+def test_groups_put_the_reference_first(host):
+    """Cells are timed in groups of one model on one device, the reference first; every cell is recorded."""
+    suite = load(HEAD + PIPELINES, host)
+    groups = group_cells(expand(suite), suite)
+    assert [group.label for group in groups] == ["small_cnn/cpu/r0", "small_cnn/cuda/r0", "mlp/cpu/r0", "mlp/cuda/r0"]
+    first = groups[0]
+    assert [cell.id for cell in first.cells] == ["small_cnn/baseline/cpu/r0", "small_cnn/prune-50/cpu/r0"]
+    assert first.reference == "small_cnn/baseline/cpu/r0" and first.to_record == {cell.id for cell in first.cells}
+
+
+def test_a_resumed_group_times_its_recorded_reference_again_without_recording_it(host):
+    """On --resume the reference takes part in the rounds even when it already has a record."""
+    suite = load(HEAD + PIPELINES, host)
+    todo = [cell for cell in expand(suite) if cell.id == "mlp/prune-50/cpu/r0"]
+    (group,) = group_cells(todo, suite)
+    assert [cell.id for cell in group.cells] == ["mlp/baseline/cpu/r0", "mlp/prune-50/cpu/r0"]
+    assert group.to_record == {"mlp/prune-50/cpu/r0"}
+
+
+def test_a_group_whose_reference_is_excluded_has_none(host):
+    """When the rules exclude the reference cell, the group is timed without one."""
+    suite = load(HEAD + PIPELINES + '[[exclude]]\ntechnique = "baseline"\nmodel = "mlp"\n', host)
+    mlp_cpu = [group for group in group_cells(expand(suite), suite) if group.label == "mlp/cpu/r0"][0]
+    assert mlp_cpu.reference is None and [cell.id for cell in mlp_cpu.cells] == ["mlp/prune-50/cpu/r0"]

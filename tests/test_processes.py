@@ -49,6 +49,12 @@ def kill_all(processes) -> None:
             pass
 
 
+def end(process: subprocess.Popen) -> None:
+    """Kill and reap a process this test started, if it still runs."""
+    process.kill()
+    process.wait(10)
+
+
 def tree(pid: int) -> set[psutil.Process]:
     """``pid`` and its descendants now."""
     try:
@@ -99,8 +105,7 @@ def test_kill_tree_kills_a_grandchild_in_a_new_session(tmp_path):
         assert parent.wait(5) == -signal.SIGKILL
     finally:
         kill_all([grandchild])
-        parent.kill()
-        parent.wait(5)
+        end(parent)
 
 
 def test_kill_tree_stops_a_process_that_keeps_forking(tmp_path):
@@ -121,7 +126,7 @@ def test_kill_tree_stops_a_process_that_keeps_forking(tmp_path):
         assert survivors(running_with(marker), within_s=1.0) == []
     finally:
         kill_all(running_with(marker))
-        parent.wait(5)
+        end(parent)
 
 
 def test_tracker_kills_a_descendant_reparented_after_its_parent_died(tmp_path):
@@ -143,7 +148,7 @@ def test_tracker_kills_a_descendant_reparented_after_its_parent_died(tmp_path):
         assert survivors([grandchild], within_s=0) == []
     finally:
         kill_all([grandchild])
-        parent.wait(5)
+        end(parent)
 
 
 def test_a_forkserver_exits_with_its_client_once_children_close_the_alive_fd(tmp_path):
@@ -176,6 +181,7 @@ def test_a_forkserver_exits_with_its_client_once_children_close_the_alive_fd(tmp
         client.wait(5)
         assert survivors([server]) == [], "the forkserver outlived its client"
     finally:
+        end(client)
         kill_all([server, child])
 
 
@@ -199,6 +205,7 @@ def test_a_watched_parent_takes_descendants_along(tmp_path):
         client.wait(5)
         assert survivors([watcher, grandchild]) == []
     finally:
+        end(client)
         kill_all([watcher, grandchild])
 
 
@@ -224,8 +231,8 @@ def test_a_ddp_rank_dies_with_its_launcher(tmp_path):
         client.wait(5)
         assert survivors([rank]) == [], "the rank outlived its launcher"
     finally:
+        end(client)
         kill_all([rank])
-        client.kill()
 
 
 def test_die_with_parent_exits_when_the_parent_already_changed():
@@ -252,8 +259,7 @@ def test_become_subreaper_adopts_orphaned_grandchildren(tmp_path):
         assert script.stdout.readline().strip() == "True"
     finally:
         kill_all([grandchild])
-        script.kill()
-        script.wait(5)
+        end(script)
 
 
 SUITE = """
