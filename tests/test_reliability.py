@@ -16,9 +16,11 @@ from benchharness.cli import cli
 from benchharness.store import RunDir
 from tests.conftest import TEST_PLUGINS
 
+# Six repeats of one slow cell: six groups, so records arrive one group (one cell) at a time.
 SLOW_SUITE = """
 name = "slow"
 models = ["mlp"]
+repeats = 6
 [data]
 name = "digits"
 [train]
@@ -28,10 +30,16 @@ batch_size = 256
 batch_sizes = [1]
 warmup = 1
 min_iterations = 3
-min_seconds = 0
+min_seconds = 0.01
+min_rounds = 2
+max_rounds = 3
 threads = 1
-""" + "".join(f'[[techniques]]\nname = "slow-{index}"\nsteps = ["hang"]\nhang = {{ seconds = 1.0 }}\n' for index in range(6))
-EXPECTED = {f"mlp/slow-{index}/cpu/r0" for index in range(6)}
+[[techniques]]
+name = "slow"
+steps = ["hang"]
+hang = { seconds = 1.0 }
+"""
+EXPECTED = {f"mlp/slow/cpu/r{index}" for index in range(6)}
 
 
 def start_runner(suite, out, *extra):
@@ -75,7 +83,7 @@ def test_kill_9_mid_run_then_resume(tmp_path):
 
 
 def test_ctrl_c_stops_after_the_current_cell(tmp_path):
-    """The first Ctrl-C lets the running cell finish and be recorded, then prints the resume command (exit 130)."""
+    """The first Ctrl-C lets the running cell finish, be timed and recorded, then prints the resume command (exit 130)."""
     suite = tmp_path / "slow.toml"
     suite.write_text(SLOW_SUITE)
     process = start_runner(suite, tmp_path / "runs")

@@ -153,7 +153,27 @@ def test_pipeline_without_training_step_is_trained_first(mixed_run):
     record = records_by_id(mixed_run[1])["mlp/identity/cpu/r0"]
     assert [step["step"] for step in record["steps"]] == ["train", "identity"]
     assert record["steps"][0]["metrics"]["accuracy_top1"] == record["metrics"]["accuracy_top1"]
-    assert "samples_ms" not in record["steps"][0]["latency"][0]
+    assert "latency" not in record["steps"][0], "only the final model is timed, in rounds"
+
+
+def test_cells_are_timed_in_interleaved_rounds_with_the_reference(mixed_run):
+    """Ok cells of a group share rounds; the speedup and its CI come from them; the reference carries the A/A control."""
+    run_dir = mixed_run[1]
+    records = records_by_id(run_dir)
+    baseline, identity = records["mlp/baseline/cpu/r0"], records["mlp/identity/cpu/r0"]
+    assert baseline["measurement"] == identity["measurement"]
+    measurement = identity["measurement"]
+    assert measurement["reference_cell"] == "mlp/baseline/cpu/r0"
+    assert 3 <= measurement["rounds"] <= 10 and measurement["stopped_by"] in {"target_ci", "max_rounds", "max_seconds"}
+    for entry in identity["latency"]:
+        assert entry["speedup_ci95_low"] <= entry["speedup_p50"] <= entry["speedup_ci95_high"]
+        assert 0.5 < entry["speedup_p50"] < 2.0, "the identity pipeline times the baseline's own model"
+        assert len(entry["round_p50_ms"]) == entry["rounds"] <= entry["rounds_timed"] == measurement["rounds"]
+    for entry in baseline["latency"]:
+        assert "speedup_p50" not in entry and entry["aa_speedup_ci95_low"] <= entry["aa_speedup"] <= entry["aa_speedup_ci95_high"]
+    assert isinstance(identity["noisy"], bool) and (identity["noise_reason"] is None) != identity["noisy"]
+    assert identity["plugins"]["benchharness.plugins.prune"] is not None
+    assert not list((run_dir.path / "models").glob("*.pt")), "saved models are removed once their group is recorded"
 
 
 def test_cells_run_in_other_processes(mixed_run):
