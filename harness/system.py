@@ -91,7 +91,7 @@ class OtherCpuMeter:
     processes confined to the same CPUs. Start and stop each cost some tens of microseconds.
 
     The kernel counts CPU time in ticks of 10 ms, so a window of a few ticks is coarse: over 50 ms,
-    one tick either way is 0.2 of a core. Two ticks per counter are discounted (see
+    one tick either way is 0.2 of a core. One tick per counter is discounted (see
     :meth:`tick_slack_s`), so short windows err towards "quiet"; windows of 0.5 s or more read to
     within about 0.1 of a core.
     """
@@ -124,11 +124,11 @@ class OtherCpuMeter:
         return self.other_cores
 
     def tick_slack_s(self) -> float:
-        """CPU seconds the tick counters may be off by: two ticks per counter read (each CPU's and this process's).
+        """CPU seconds the tick counters may be off by: under one tick per difference of two reads (each CPU's and this process's).
 
         They are discounted, so that a short window never reads a tick of rounding as a busy machine.
         """
-        return 2 * (len(self.cpus) + 1) / os.sysconf("SC_CLK_TCK")
+        return (len(self.cpus) + 1) / os.sysconf("SC_CLK_TCK")
 
     def __enter__(self) -> "OtherCpuMeter":
         return self.start()

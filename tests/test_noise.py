@@ -36,8 +36,8 @@ max_rounds = 3
 disturbed_retries = 1
 threads = 1
 """
-BUSY = "import time\nend = time.time() + 120\nwhile time.time() < end: pass\n"
-LAUNCH = "import subprocess, sys\nprint(subprocess.Popen([sys.executable, '-c', sys.argv[1]]).pid)\n"
+BUSY = "import time\nend = time.time() + 600\nwhile time.time() < end: pass\n"
+LAUNCH = "import subprocess, sys\nprint(subprocess.Popen([sys.executable, '-c', sys.argv[1]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).pid)\n"
 
 
 def start_stranger() -> int:
@@ -58,7 +58,10 @@ def test_a_busy_machine_is_noticed_and_named(tmp_path):
         )
     finally:
         for process in busy:
-            process.kill()
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
         psutil.wait_procs(busy, timeout=10)
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())
