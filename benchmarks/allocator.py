@@ -19,14 +19,21 @@ measuring worker could put itself in:
   (jemalloc with ``MALLOC_CONF=oversize_threshold:1,background_thread:true,metadata_thp:auto``),
   with and without the history; skipped, and said so, when the library is absent.
 
-Each child reports the p50 of its timed iterations, the minor page faults per
-iteration (the allocator's cost made visible) and how many cores other
-processes used while it timed; a disturbed child (other processes above
-``--max-other-cpu`` cores) is repeated up to ``--retries`` times and the least
-disturbed kept (marked ``*`` in the table when even that one was disturbed).
+Each child waits (up to ``--max-wait`` s) for the machine to be quiet, warms up,
+then times in chunks of 0.25 s and leaves out every chunk during which other
+processes kept more than ``--max-other-cpu`` cores busy (two torch threads on
+two shared cores run many times slower when a third thread competes). It
+reports the p50 of the kept iterations and the minor page faults per timed
+iteration, the allocator's cost made visible and immune to the noise. A child
+that could not collect enough undisturbed timing is repeated up to
+``--retries`` times (marked ``*`` in the table when even the last was not enough).
+
+Runtime: about 7 minutes on a quiet two-core machine (resnet18_cifar's children,
+with their batch-256 forward+backward, take most of it); much longer while other
+processes compete. ``--quick`` (small_cnn and mlp, 2 rounds) takes about 2.
 
     .venv/bin/python benchmarks/allocator.py [--rounds 3] [--quick] [--models small_cnn,mlp]
-                                             [--thresholds 128K:256K,32M:1G] [--threads N]
+                                             [--thresholds 128K:256K,32M:1G] [--threads N] [--save out.json]
 """
 
 from __future__ import annotations
@@ -57,16 +64,22 @@ BATCH = 32
 HISTORY_BATCH = 256
 WARMUP = 10
 # Timed iterations per child: at least ``min``, then until ``seconds`` have passed or ``max`` ran.
+# Undisturbed timing a child collects: at least ``min`` iterations and ``seconds`` of them, in
+# chunks of CHUNK_S; it gives up after ``limit`` seconds of timing (and the parent repeats it).
 ITERATIONS = {
-    "small_cnn": {"min": 50, "max": 300, "seconds": 1.0},
-    "mlp": {"min": 200, "max": 2000, "seconds": 0.5},
-    "resnet18_cifar": {"min": 5, "max": 12, "seconds": 2.0},
+    "small_cnn": {"min": 50, "seconds": 0.75, "limit": 4.0},
+    "mlp": {"min": 200, "seconds": 0.5, "limit": 3.0},
+    "resnet18_cifar": {"min": 5, "seconds": 1.5, "limit": 8.0},
 }
+# Rounds per model by default: resnet18_cifar's batch-256 forward+backward (the history) costs
+# ~10 s on two cores, so it gets two rounds unless --rounds says otherwise.
+DEFAULT_ROUNDS = {"small_cnn": 3, "mlp": 3, "resnet18_cifar": 2}
 QUICK_ITERATIONS = {
-    "small_cnn": {"min": 30, "max": 100, "seconds": 0.4},
-    "mlp": {"min": 100, "max": 500, "seconds": 0.2},
-    "resnet18_cifar": {"min": 3, "max": 3, "seconds": 1.0},
+    "small_cnn": {"min": 30, "seconds": 0.3, "limit": 2.0},
+    "mlp": {"min": 100, "seconds": 0.25, "limit": 1.5},
+    "resnet18_cifar": {"min": 3, "seconds": 0.5, "limit": 3.0},
 }
+CHUNK_S = 0.25
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -166,27 +179,50 @@ def child(spec: dict) -> dict:
     x = torch.randn(spec["batch"], *shape)
     waited = wait_until_quiet(spec["max_other"], spec["max_wait"])  # before the warm-up: that and the timing run back to back
     budget = spec["iterations"]
-    times = []
+    clean, clean_s, everything, faults, chunks, disturbed, others, all_others = [], 0.0, [], 0, 0, 0, [], []
     with torch.inference_mode():
         if spec["big_warmup"]:
             model(torch.randn(HISTORY_BATCH, *shape))
         for _ in range(WARMUP):
             model(x)
-        faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        busy0, own0, wall0 = _system_busy_seconds(), _own_cpu_seconds(), time.perf_counter()
-        while len(times) < budget["min"] or (len(times) < budget["max"] and time.perf_counter() - wall0 < budget["seconds"]):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-        wall = time.perf_counter() - wall0
-        other = max(0.0, (_system_busy_seconds() - busy0) - (_own_cpu_seconds() - own0)) / wall
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+        started = time.perf_counter()
+        # Time in chunks of >= CHUNK_S; a chunk during which other processes kept more than
+        # max_other cores busy is not used (two threads on two shared cores slow down many-fold
+        # when a third thread competes), and timing goes on until enough undisturbed time is in.
+        while True:
+            times = []
+            faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            busy0, own0, wall0 = _system_busy_seconds(), _own_cpu_seconds(), time.perf_counter()
+            while not times or time.perf_counter() - wall0 < CHUNK_S:
+                start = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - start)
+            wall = time.perf_counter() - wall0
+            other = max(0.0, (_system_busy_seconds() - busy0) - (_own_cpu_seconds() - own0)) / wall
+            faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+            everything += times
+            chunks += 1
+            if other <= spec["max_other"]:
+                clean += times
+                clean_s += wall
+                others.append(other)
+                all_others.append(other)
+            else:
+                disturbed += 1
+            all_others.append(other)
+            if len(clean) >= budget["min"] and clean_s >= budget["seconds"]:
+                break
+            if time.perf_counter() - started >= budget["limit"]:
+                break
+    enough = len(clean) >= budget["min"]
     return {
         **info,
-        "p50_ms": statistics.median(times) * 1e3,
-        "iterations": len(times),
-        "faults_per_iter": faults / len(times),
-        "other_cpu": other,
+        "p50_ms": statistics.median(clean if enough else everything) * 1e3,
+        "clean": enough,
+        "iterations": len(clean) if enough else len(everything),
+        "faults_per_iter": faults / len(everything),
+        "disturbed_share": disturbed / chunks,
+        "other_cpu": statistics.mean(others if enough else all_others),
         "waited_s": waited,
         "preloaded": _preloaded(("jemalloc", "tcmalloc")),
         "torch": torch.__version__,
@@ -288,7 +324,7 @@ def run_child(variant: Variant, model: str, threads: int, iterations: dict, max_
 
 
 def measure(variant, model, threads, iterations, max_other, retries, max_wait) -> dict:
-    """One child, repeated (up to ``retries`` times) while other processes disturbed it; the least disturbed is kept."""
+    """One child, repeated (up to ``retries`` times) while it could not collect enough undisturbed timing."""
     best, failures, attempts = None, 0, 0
     while True:
         try:
@@ -299,12 +335,13 @@ def measure(variant, model, threads, iterations, max_other, retries, max_wait) -
             if failures > 1:
                 raise
             continue
-        if best is None or result["other_cpu"] < best["other_cpu"]:
+        if best is None or (result["clean"], -result["disturbed_share"]) > (best["clean"], -best["disturbed_share"]):
             best = result
         attempts += 1
-        if result["other_cpu"] <= max_other or attempts > retries:
+        if result["clean"] or attempts > retries:
             break
-    best["disturbed"] = best["other_cpu"] > max_other
+    best["disturbed"] = not best["clean"]
+    best["attempts"] = attempts
     return best
 
 
@@ -323,44 +360,70 @@ def geomean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else math.nan
 
 
-def recommend(models, variants, med, reference_state) -> str:
-    """Pick the state that is fast and whose latency does not depend on the process's history."""
+def recommend(models, variants, med, noise, reference_state) -> str:
+    """Pick the state that is fast and whose latency does not depend on the process's history.
+
+    ``noise[m]`` is model m's noise floor: the median over variants of the spread of the per-round
+    p50s, at least 5%. A state is "fast" when its geometric-mean speed (plain, no history, relative to
+    the reference) is within the median noise floor of the fastest state's; it is "history-independent"
+    when, for every model, plain and "+ history" medians differ by no more than that model's noise
+    floor. Among the states that are both, a glibc state set by ``mallopt`` is preferred (a forked
+    worker can apply it itself, nothing to preload), then one set by environment, then the rest.
+    """
     states = []
     for state in dict.fromkeys(v.state for v in variants):
         plain = next((v for v in variants if v.state == state and not v.history), None)
         hist = next((v for v in variants if v.state == state and v.history), None)
         if plain is None or hist is None:
             continue
-        speeds, deps = [], []
-        for m in models:
-            ref = med[(m, reference_state)]
-            a, b = med[(m, plain.name)], med[(m, hist.name)]
-            speeds.append(a / ref)
-            deps.append(abs(a / b - 1))
-        states.append((state, geomean(speeds), max(deps), plain.glibc))
-    fastest = min(s[1] for s in states)
-    # "fast": within 5% of the fastest state (geometric mean over models); among those the least
-    # history-dependent, preferring glibc (no preload needed) when dependence is within 3 points.
-    fast = [s for s in states if s[1] <= fastest * 1.05]
-    least = min(s[2] for s in fast)
-    calm = [s for s in fast if s[2] <= least + 0.03]
-    calm.sort(key=lambda s: (not s[3], not s[0].startswith("mallopt"), s[2], s[1]))
-    pick = calm[0]
-    default = next(s for s in states if s[0] == "glibc default")
-    lines = [
-        f"Recommendation: '{pick[0]}'. Over the models it runs at {pick[1]:.2f}x the reference "
-        f"(geometric mean of medians; the fastest state is {fastest:.2f}x) and its latency moves by at most "
-        f"{pick[2] * 100:.1f}% when a batch-{HISTORY_BATCH} forward+backward ran first, against "
-        f"{default[2] * 100:.1f}% for glibc's default (which runs at {default[1]:.2f}x).",
-        "States compared (speed vs reference, worst history dependence): "
-        + "; ".join(f"{s[0]}: {s[1]:.2f}x, {s[2] * 100:.1f}%" for s in sorted(states, key=lambda s: s[1])) + ".",
+        speed = geomean([med[(m, plain.name)] / med[(m, reference_state)] for m in models])
+        deps = {m: med[(m, hist.name)] / med[(m, plain.name)] - 1 for m in models}
+        excess = max(abs(d) - noise[m] for m, d in deps.items())
+        states.append({"state": state, "speed": speed, "deps": deps, "excess": excess, "glibc": plain.glibc})
+    floor = statistics.median(noise.values())
+    fastest = min(s["speed"] for s in states)
+    for s in states:
+        s["fast"] = s["speed"] <= fastest * (1 + floor)
+        s["independent"] = s["excess"] <= 0
+
+    def preference(s):
+        how = 0 if s["state"].startswith("mallopt") else 1 if s["state"].startswith("env") else 2 if s["glibc"] else 3
+        return (not (s["fast"] and s["independent"]), how, s["excess"], s["speed"])
+
+    pick = min(states, key=preference)
+    default = next((s for s in states if s["state"] == "glibc default"), None)
+
+    def deps_text(s):
+        return ", ".join(f"{m} {d * 100:+.0f}%" for m, d in s["deps"].items())
+
+    text = [
+        f"Recommendation: '{pick['state']}'"
+        + (" (fast and history-independent within the noise)." if pick["fast"] and pick["independent"] else
+           " (no state was both fast and history-independent within the noise; this is the closest).")
+        + f" Without history it runs at {pick['speed']:.2f}x the reference (geometric mean over {', '.join(models)};"
+        f" the fastest state: {fastest:.2f}x) and a batch-{HISTORY_BATCH} forward+backward first changes its p50 by"
+        f" {deps_text(pick)} (noise floors: {', '.join(f'{m} {noise[m] * 100:.0f}%' for m in models)})."
     ]
-    return " ".join(lines)
+    if default is not None:
+        text.append(
+            f"glibc's default runs at {default['speed']:.2f}x and moves by {deps_text(default)} with the history"
+            + (" - beyond the noise: its latency depends on what the process allocated before." if not default["independent"]
+               else " - within the noise on this machine, but only because glibc's dynamic threshold had already adapted.")
+        )
+    big = next((v for v in variants if v.big_warmup), None)
+    if big is not None:
+        ratio = geomean([med[(m, big.name)] / med[(m, reference_state)] for m in models])
+        text.append(f"A batch-{HISTORY_BATCH} forward as warm-up brings glibc's default to {ratio:.2f}x, but it is one more thing"
+                    " every worker must remember and it still leaves glibc adapting to whatever runs next.")
+    others = [s for s in states if s is not pick]
+    text.append("Other states (speed; history effect): " + "; ".join(
+        f"{s['state']}: {s['speed']:.2f}x; {deps_text(s)}" for s in sorted(others, key=lambda s: s["speed"])) + ".")
+    return " ".join(text)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3, --quick 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds for every model (default 3, resnet18_cifar 2; --quick 2)")
     parser.add_argument("--quick", action="store_true", help="fewer iterations and rounds, no resnet18_cifar unless --models names it")
     parser.add_argument("--models", default=None, help=f"comma-separated, from {', '.join(MODELS)} (default all; --quick: small_cnn,mlp)")
     parser.add_argument("--thresholds", default=DEFAULT_THRESHOLDS, help=f"mmap:trim pairs to try (default {DEFAULT_THRESHOLDS}); the first "
@@ -368,7 +431,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the harness's MeasureSettings().thread_count())")
     parser.add_argument("--max-other-cpu", type=float, default=0.2, help="cores other processes may use while a child times (default 0.2, as the harness)")
     parser.add_argument("--retries", type=int, default=2, help="repeats of a disturbed child (default 2)")
-    parser.add_argument("--max-wait", type=float, default=15.0, help="seconds a child waits for the other processes to go quiet before it warms up (default 15)")
+    parser.add_argument("--max-wait", type=float, default=10.0, help="seconds a child waits for the other processes to go quiet before it warms up (default 10)")
+    parser.add_argument("--save", type=Path, help="also write every child's result to this JSON file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -376,7 +440,7 @@ def main() -> None:
         print(json.dumps(child(json.loads(args.child))))
         return
 
-    rounds = args.rounds or (2 if args.quick else 3)
+    rounds = {m: args.rounds or (2 if args.quick else DEFAULT_ROUNDS[m]) for m in MODELS}
     models = (args.models or ("small_cnn,mlp" if args.quick else ",".join(MODELS))).split(",")
     for m in models:
         if m not in MODELS:
@@ -401,21 +465,32 @@ def main() -> None:
           f"libc: {' '.join(platform.libc_ver())}, python {platform.python_version()}")
     for line in skipped:
         print(line)
-    print(f"{len(models)} models x {len(variants)} variants x {rounds} rounds, batch {BATCH}, fresh process each; "
+    print(f"{len(models)} models x {len(variants)} variants x {'/'.join(str(rounds[m]) for m in models)} rounds, batch {BATCH}, fresh process each; "
           f"reference: '{reference}' (no history)", flush=True)
 
     results: dict[tuple[str, str], list[dict]] = {}
     started = time.perf_counter()
-    for r in range(rounds):
+    for r in range(max(rounds[m] for m in models)):
         for i, m in enumerate(models):
+            if r >= rounds[m]:
+                continue
             k = (r + i) % len(variants)
             order = variants[k:] + variants[:k]  # rotate, so no variant always runs first or right after another
+            t0 = time.perf_counter()
             for v in order:
-                results.setdefault((m, v.name), []).append(measure(v, m, threads, iterations[m], args.max_other_cpu, args.retries, args.max_wait))
-        print(f"round {r + 1}/{rounds} done after {time.perf_counter() - started:.0f} s", flush=True)
+                results.setdefault((m, v.name), []).append(
+                    measure(v, m, threads, iterations[m], args.max_other_cpu, args.retries, args.max_wait))
+            done = [results[(m, v.name)][-1] for v in order]
+            print(f"round {r + 1}/{rounds[m]} {m}: {time.perf_counter() - t0:.0f} s (waited for quiet {sum(x['waited_s'] for x in done):.0f} s,"
+                  f" {sum(x['attempts'] - 1 for x in done)} repeats, {sum(x['disturbed'] for x in done)} kept disturbed);"
+                  f" {time.perf_counter() - started:.0f} s in all", flush=True)
 
+    if args.save:
+        args.save.write_text(json.dumps({"threads": threads, "torch": torch.__version__, "cpu": cpu_model(),
+                                         "results": [{"model": m, "variant": name, "rounds": rs} for (m, name), rs in results.items()]}, indent=1))
     med = {key: statistics.median(x["p50_ms"] for x in rs) for key, rs in results.items()}
-    header = f"{'model':<15} {'variant':<40} {'p50 ms':>9} {'spread':>7} {'vs ref':>7} {'faults/it':>9} {'other cpu':>9}  per round"
+    spreads: dict[str, list[float]] = {m: [] for m in models}
+    header = f"{'model':<15} {'variant':<40} {'p50 ms':>9} {'spread':>7} {'vs ref':>7} {'faults/it':>9} {'dropped':>7}  per round"
     print()
     print(header)
     print("-" * len(header))
@@ -424,11 +499,12 @@ def main() -> None:
             rs = results[(m, v.name)]
             p50s = [x["p50_ms"] for x in rs]
             spread = max(p50s) / min(p50s) - 1
+            spreads[m].append(spread)
             ratio = med[(m, v.name)] / med[(m, reference)]
             faults = statistics.median(x["faults_per_iter"] for x in rs)
-            other = max(x["other_cpu"] for x in rs)
+            dropped = max(x["disturbed_share"] for x in rs)
             rounds_text = " ".join(f"{p:.3g}{'*' if x['disturbed'] else ''}" for p, x in zip(p50s, rs))
-            print(f"{m:<15} {v.name:<40} {med[(m, v.name)]:>9.3f} {spread * 100:>6.1f}% {ratio:>6.2f}x {faults:>9.1f} {other:>9.2f}  {rounds_text}")
+            print(f"{m:<15} {v.name:<40} {med[(m, v.name)]:>9.3f} {spread * 100:>6.1f}% {ratio:>6.2f}x {faults:>9.1f} {dropped * 100:>6.0f}%  {rounds_text}")
         print()
     refused = {v.name: x["mallopt"] for (m, name), rs in results.items() for v in variants if v.name == name for x in rs
                if isinstance(x.get("mallopt"), dict) and not all(x["mallopt"].values())}
@@ -439,9 +515,11 @@ def main() -> None:
     for name in sorted(preload_missing):
         print(f"warning: '{name}': the preloaded allocator did not show up in the child's memory map")
     print("spread: max/min - 1 of the per-round p50s; faults/it: minor page faults per timed iteration (median over rounds);")
-    print(f"other cpu: most cores other processes used during a kept timing (* = above {args.max_other_cpu} after {args.retries} retries)")
+    print(f"dropped: most of a child's timing chunks left out because other processes used more than {args.max_other_cpu} cores;")
+    print(f"* = a child that got too little undisturbed timing even after {args.retries} repeats (its p50 includes disturbed chunks)")
     print()
-    print(recommend(models, variants, med, reference))
+    noise = {m: max(0.05, statistics.median(spreads[m])) for m in models}
+    print(recommend(models, variants, med, noise, reference))
 
 
 if __name__ == "__main__":
