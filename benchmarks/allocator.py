@@ -50,7 +50,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 # Input shapes as the harness's data sets give them: digits are 1x8x8 images with 10
@@ -421,23 +421,75 @@ def recommend(models, variants, med, noise, reference_state) -> str:
     return " ".join(text)
 
 
+def report(header: dict, variants: list[Variant], results: dict, max_other: float, retries: int) -> None:
+    """Print the table (median p50 over rounds, spread, ratio to the reference) and the recommendation."""
+    models = [m for m in header["models"] if all((m, v.name) in results for v in variants)]
+    reference = header["reference"]
+    med = {key: statistics.median(x["p50_ms"] for x in rs) for key, rs in results.items()}
+    spreads: dict[str, list[float]] = {m: [] for m in models}
+    title = f"{'model':<15} {'variant':<40} {'p50 ms':>9} {'spread':>7} {'vs ref':>7} {'faults/it':>9} {'dropped':>7}  per round"
+    print()
+    print(title)
+    print("-" * len(title))
+    for m in models:
+        for v in variants:
+            rs = results[(m, v.name)]
+            p50s = [x["p50_ms"] for x in rs]
+            spread = max(p50s) / min(p50s) - 1
+            spreads[m].append(spread)
+            ratio = med[(m, v.name)] / med[(m, reference)]
+            faults = statistics.median(x["faults_per_iter"] for x in rs)
+            dropped = max(x["disturbed_share"] for x in rs)
+            rounds_text = " ".join(f"{p:.3g}{'*' if x['disturbed'] else ''}" for p, x in zip(p50s, rs))
+            print(f"{m:<15} {v.name:<40} {med[(m, v.name)]:>9.3f} {spread * 100:>6.1f}% {ratio:>6.2f}x {faults:>9.1f} {dropped * 100:>6.0f}%  {rounds_text}")
+        print()
+    for v in variants:
+        for (m, name), rs in results.items():
+            refused = [x["mallopt"] for x in rs if name == v.name and isinstance(x.get("mallopt"), dict) and not all(x["mallopt"].values())]
+            if refused:
+                print(f"warning: mallopt refused a setting in {m} / '{v.name}': {refused[0]}")
+            if name == v.name and not v.glibc and any(not x["preloaded"] for x in rs):
+                print(f"warning: {m} / '{v.name}': the preloaded allocator did not show up in the child's memory map")
+    print("spread: max/min - 1 of the per-round p50s; faults/it: minor page faults per timed iteration (median over rounds);")
+    print(f"dropped: most of a child's timing chunks left out because other processes used more than {max_other} cores;")
+    print(f"* = a child that got too little undisturbed timing even after {retries} repeats (its p50 includes disturbed chunks)")
+    print()
+    if models:
+        noise = {m: max(0.05, statistics.median(spreads[m])) for m in models}
+        print(recommend(models, variants, med, noise, reference))
+
+
+def save(path: Path, header: dict, variants: list[Variant], results: dict) -> None:
+    data = {**header, "variants": [asdict(v) for v in variants],
+            "results": [{"model": m, "variant": name, "rounds": rs} for (m, name), rs in results.items()]}
+    path.write_text(json.dumps(data, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=None, help="rounds for every model (default 3, resnet18_cifar 2; --quick 2)")
     parser.add_argument("--quick", action="store_true", help="fewer iterations and rounds, no resnet18_cifar unless --models names it")
     parser.add_argument("--models", default=None, help=f"comma-separated, from {', '.join(MODELS)} (default all; --quick: small_cnn,mlp)")
-    parser.add_argument("--thresholds", default=DEFAULT_THRESHOLDS, help=f"mmap:trim pairs to try (default {DEFAULT_THRESHOLDS}); the first "
-                        f"large pair ({REFERENCE_THRESHOLDS} if given) by env without history is the reference")
+    parser.add_argument("--thresholds", default=DEFAULT_THRESHOLDS, help=f"mmap:trim pairs to try (default {DEFAULT_THRESHOLDS}); the "
+                        f"reference is {REFERENCE_THRESHOLDS} if given, else the last pair, set by environment, without history")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the harness's MeasureSettings().thread_count())")
     parser.add_argument("--max-other-cpu", type=float, default=0.2, help="cores other processes may use while a child times (default 0.2, as the harness)")
-    parser.add_argument("--retries", type=int, default=2, help="repeats of a disturbed child (default 2)")
+    parser.add_argument("--retries", type=int, default=2, help="repeats of a child that got too little undisturbed timing (default 2)")
     parser.add_argument("--max-wait", type=float, default=10.0, help="seconds a child waits for the other processes to go quiet before it warms up (default 10)")
-    parser.add_argument("--save", type=Path, help="also write every child's result to this JSON file")
+    parser.add_argument("--save", type=Path, help="write every child's result to this JSON file (after every model and round)")
+    parser.add_argument("--load", type=Path, help="measure nothing: print the table and recommendation of a --save file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
+        return
+    if args.load:
+        data = json.loads(args.load.read_text())
+        variants = [Variant(**v) for v in data["variants"]]
+        results = {(r["model"], r["variant"]): r["rounds"] for r in data["results"]}
+        print(data["environment"])
+        report(data, variants, results, data["max_other_cpu"], data["retries"])
         return
 
     rounds = {m: args.rounds or (2 if args.quick else DEFAULT_ROUNDS[m]) for m in MODELS}
@@ -461,12 +513,15 @@ def main() -> None:
     variants = build_variants(thresholds, skipped)
     import torch
 
-    print(f"torch {torch.__version__}, {threads} threads, CPU: {cpu_model()} ({os.cpu_count()} logical CPUs), "
-          f"libc: {' '.join(platform.libc_ver())}, python {platform.python_version()}")
+    environment = (f"torch {torch.__version__}, {threads} threads, CPU: {cpu_model()} ({os.cpu_count()} logical CPUs), "
+                   f"libc: {' '.join(platform.libc_ver())}, python {platform.python_version()}")
+    print(environment)
     for line in skipped:
         print(line)
     print(f"{len(models)} models x {len(variants)} variants x {'/'.join(str(rounds[m]) for m in models)} rounds, batch {BATCH}, fresh process each; "
           f"reference: '{reference}' (no history)", flush=True)
+    header = {"environment": environment, "models": models, "reference": reference, "max_other_cpu": args.max_other_cpu,
+              "retries": args.retries, "skipped": skipped}
 
     results: dict[tuple[str, str], list[dict]] = {}
     started = time.perf_counter()
@@ -484,42 +539,9 @@ def main() -> None:
             print(f"round {r + 1}/{rounds[m]} {m}: {time.perf_counter() - t0:.0f} s (waited for quiet {sum(x['waited_s'] for x in done):.0f} s,"
                   f" {sum(x['attempts'] - 1 for x in done)} repeats, {sum(x['disturbed'] for x in done)} kept disturbed);"
                   f" {time.perf_counter() - started:.0f} s in all", flush=True)
-
-    if args.save:
-        args.save.write_text(json.dumps({"threads": threads, "torch": torch.__version__, "cpu": cpu_model(),
-                                         "results": [{"model": m, "variant": name, "rounds": rs} for (m, name), rs in results.items()]}, indent=1))
-    med = {key: statistics.median(x["p50_ms"] for x in rs) for key, rs in results.items()}
-    spreads: dict[str, list[float]] = {m: [] for m in models}
-    header = f"{'model':<15} {'variant':<40} {'p50 ms':>9} {'spread':>7} {'vs ref':>7} {'faults/it':>9} {'dropped':>7}  per round"
-    print()
-    print(header)
-    print("-" * len(header))
-    for m in models:
-        for v in variants:
-            rs = results[(m, v.name)]
-            p50s = [x["p50_ms"] for x in rs]
-            spread = max(p50s) / min(p50s) - 1
-            spreads[m].append(spread)
-            ratio = med[(m, v.name)] / med[(m, reference)]
-            faults = statistics.median(x["faults_per_iter"] for x in rs)
-            dropped = max(x["disturbed_share"] for x in rs)
-            rounds_text = " ".join(f"{p:.3g}{'*' if x['disturbed'] else ''}" for p, x in zip(p50s, rs))
-            print(f"{m:<15} {v.name:<40} {med[(m, v.name)]:>9.3f} {spread * 100:>6.1f}% {ratio:>6.2f}x {faults:>9.1f} {dropped * 100:>6.0f}%  {rounds_text}")
-        print()
-    refused = {v.name: x["mallopt"] for (m, name), rs in results.items() for v in variants if v.name == name for x in rs
-               if isinstance(x.get("mallopt"), dict) and not all(x["mallopt"].values())}
-    for name, res in refused.items():
-        print(f"warning: mallopt refused a setting in '{name}': {res}")
-    preload_missing = {v.name for (m, name), rs in results.items() for v in variants if v.name == name and not v.glibc
-                       for x in rs if not x["preloaded"]}
-    for name in sorted(preload_missing):
-        print(f"warning: '{name}': the preloaded allocator did not show up in the child's memory map")
-    print("spread: max/min - 1 of the per-round p50s; faults/it: minor page faults per timed iteration (median over rounds);")
-    print(f"dropped: most of a child's timing chunks left out because other processes used more than {args.max_other_cpu} cores;")
-    print(f"* = a child that got too little undisturbed timing even after {args.retries} repeats (its p50 includes disturbed chunks)")
-    print()
-    noise = {m: max(0.05, statistics.median(spreads[m])) for m in models}
-    print(recommend(models, variants, med, noise, reference))
+            if args.save:
+                save(args.save, header, variants, results)
+    report(header, variants, results, args.max_other_cpu, args.retries)
 
 
 if __name__ == "__main__":

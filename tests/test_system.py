@@ -77,6 +77,8 @@ def test_meter_sees_a_busy_process_and_a_quiet_machine_reads_clearly_less():
         busy = metered(0.5)
     quiet = quietest()
     assert busy.other_cores > 0.5, f"busy process {pid} not seen: {busy.describe()}"
+    if quiet > 1.0:
+        pytest.skip(f"other work kept this machine busy ({quiet:.2f} cores) in every quiet window: nothing to compare with")
     assert quiet < busy.other_cores - 0.3, (quiet, busy.other_cores)
     assert 0.4 < busy.wall_s < 5
     assert busy.other_cpu_s == pytest.approx(busy.other_cores * busy.wall_s)
