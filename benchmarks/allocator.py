@@ -73,13 +73,15 @@ ITERATIONS = {
 }
 # Rounds per model by default: resnet18_cifar's batch-256 forward+backward (the history) costs
 # ~10 s on two cores, so it gets two rounds unless --rounds says otherwise.
-DEFAULT_ROUNDS = {"small_cnn": 3, "mlp": 3, "resnet18_cifar": 2}
+DEFAULT_ROUNDS = {"small_cnn": 3, "mlp": 2, "resnet18_cifar": 1}
 QUICK_ITERATIONS = {
     "small_cnn": {"min": 30, "seconds": 0.3, "limit": 2.0},
     "mlp": {"min": 100, "seconds": 0.25, "limit": 1.5},
     "resnet18_cifar": {"min": 3, "seconds": 0.5, "limit": 3.0},
 }
 CHUNK_S = 0.25
+CALIBRATION_N = 384  # a 384x384x384 matrix product: ~0.8 ms on two EPYC cores
+CALIBRATION_S = 0.03  # calibration time after every chunk
 
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -180,36 +182,50 @@ def child(spec: dict) -> dict:
     waited = wait_until_quiet(spec["max_other"], spec["max_wait"])  # before the warm-up: that and the timing run back to back
     budget = spec["iterations"]
     clean, clean_s, everything, faults, chunks, disturbed, others, all_others = [], 0.0, [], 0, 0, 0, [], []
+    calibration, clean_calibration = [], []
+    # The calibration kernel: a fixed matrix product into a preallocated output (no allocation, so
+    # no allocator in it), timed right after every chunk on the same threads. The machine's speed
+    # drifts by tens of percent from second to second (shared cores, shared host); the ratio of the
+    # model's p50 to the kernel's p50 over the same chunks cancels most of that drift.
+    ca, cb, cc = torch.randn(CALIBRATION_N, CALIBRATION_N), torch.randn(CALIBRATION_N, CALIBRATION_N), torch.empty(CALIBRATION_N, CALIBRATION_N)
     with torch.inference_mode():
         if spec["big_warmup"]:
             model(torch.randn(HISTORY_BATCH, *shape))
         for _ in range(WARMUP):
             model(x)
+        for _ in range(5):
+            torch.mm(ca, cb, out=cc)
         started = time.perf_counter()
         # Time in chunks of >= CHUNK_S; a chunk during which other processes kept more than
         # max_other cores busy is not used (two threads on two shared cores slow down many-fold
         # when a third thread competes), and timing goes on until enough undisturbed time is in.
         while True:
-            times = []
+            times, kernel = [], []
             faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             busy0, own0, wall0 = _system_busy_seconds(), _own_cpu_seconds(), time.perf_counter()
             while not times or time.perf_counter() - wall0 < CHUNK_S:
                 start = time.perf_counter()
                 model(x)
                 times.append(time.perf_counter() - start)
+            faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+            calibration_start = time.perf_counter()
+            while len(kernel) < 5 or time.perf_counter() - calibration_start < CALIBRATION_S:
+                start = time.perf_counter()
+                torch.mm(ca, cb, out=cc)
+                kernel.append(time.perf_counter() - start)
             wall = time.perf_counter() - wall0
             other = max(0.0, (_system_busy_seconds() - busy0) - (_own_cpu_seconds() - own0)) / wall
-            faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
             everything += times
+            calibration += kernel
             chunks += 1
+            all_others.append(other)
             if other <= spec["max_other"]:
                 clean += times
+                clean_calibration += kernel
                 clean_s += wall
                 others.append(other)
-                all_others.append(other)
             else:
                 disturbed += 1
-            all_others.append(other)
             if len(clean) >= budget["min"] and clean_s >= budget["seconds"]:
                 break
             if time.perf_counter() - started >= budget["limit"]:
@@ -218,6 +234,7 @@ def child(spec: dict) -> dict:
     return {
         **info,
         "p50_ms": statistics.median(clean if enough else everything) * 1e3,
+        "calibration_ms": statistics.median(clean_calibration if enough else calibration) * 1e3,
         "clean": enough,
         "iterations": len(clean) if enough else len(everything),
         "faults_per_iter": faults / len(everything),
@@ -425,9 +442,18 @@ def report(header: dict, variants: list[Variant], results: dict, max_other: floa
     """Print the table (median p50 over rounds, spread, ratio to the reference) and the recommendation."""
     models = [m for m in header["models"] if all((m, v.name) in results for v in variants)]
     reference = header["reference"]
-    med = {key: statistics.median(x["p50_ms"] for x in rs) for key, rs in results.items()}
+    raw = {key: statistics.median(x["p50_ms"] for x in rs) for key, rs in results.items()}
+    # Drift-corrected p50: each child's p50 divided by its calibration kernel's p50, times the
+    # kernel's median over the whole run (so it reads in ms on the machine's typical speed).
+    kernel = statistics.median(x.get("calibration_ms", 1.0) for rs in results.values() for x in rs)
+
+    def corrected(x):
+        return x["p50_ms"] / x.get("calibration_ms", 1.0) * kernel
+
+    med = {key: statistics.median(corrected(x) for x in rs) for key, rs in results.items()}
     spreads: dict[str, list[float]] = {m: [] for m in models}
-    title = f"{'model':<15} {'variant':<40} {'p50 ms':>9} {'spread':>7} {'vs ref':>7} {'faults/it':>9} {'dropped':>7}  per round"
+    title = (f"{'model':<15} {'variant':<40} {'p50 ms':>8} {'spread':>7} {'corr ms':>8} {'spread':>7} {'vs ref':>7}"
+             f" {'faults/it':>9} {'dropped':>7}  p50 ms per round")
     print()
     print(title)
     print("-" * len(title))
@@ -435,13 +461,16 @@ def report(header: dict, variants: list[Variant], results: dict, max_other: floa
         for v in variants:
             rs = results[(m, v.name)]
             p50s = [x["p50_ms"] for x in rs]
+            fixed = [corrected(x) for x in rs]
             spread = max(p50s) / min(p50s) - 1
-            spreads[m].append(spread)
+            fixed_spread = max(fixed) / min(fixed) - 1
+            spreads[m].append(fixed_spread)
             ratio = med[(m, v.name)] / med[(m, reference)]
             faults = statistics.median(x["faults_per_iter"] for x in rs)
             dropped = max(x["disturbed_share"] for x in rs)
             rounds_text = " ".join(f"{p:.3g}{'*' if x['disturbed'] else ''}" for p, x in zip(p50s, rs))
-            print(f"{m:<15} {v.name:<40} {med[(m, v.name)]:>9.3f} {spread * 100:>6.1f}% {ratio:>6.2f}x {faults:>9.1f} {dropped * 100:>6.0f}%  {rounds_text}")
+            print(f"{m:<15} {v.name:<40} {raw[(m, v.name)]:>8.3f} {spread * 100:>6.1f}% {med[(m, v.name)]:>8.3f} {fixed_spread * 100:>6.1f}%"
+                  f" {ratio:>6.2f}x {faults:>9.1f} {dropped * 100:>6.0f}%  {rounds_text}")
         print()
     for v in variants:
         for (m, name), rs in results.items():
@@ -450,7 +479,10 @@ def report(header: dict, variants: list[Variant], results: dict, max_other: floa
                 print(f"warning: mallopt refused a setting in {m} / '{v.name}': {refused[0]}")
             if name == v.name and not v.glibc and any(not x["preloaded"] for x in rs):
                 print(f"warning: {m} / '{v.name}': the preloaded allocator did not show up in the child's memory map")
-    print("spread: max/min - 1 of the per-round p50s; faults/it: minor page faults per timed iteration (median over rounds);")
+    print("p50 ms: median over rounds of each fresh child's p50; spread: max/min - 1 over rounds;")
+    print(f"corr ms: the same, each child's p50 first divided by the p50 of a fixed {CALIBRATION_N}^3 matrix product timed between its")
+    print(f"  chunks (no allocation in it) and multiplied by that kernel's median over the run ({kernel:.3f} ms): machine drift corrected;")
+    print("vs ref: corr ms relative to the reference; faults/it: minor page faults per timed iteration (median over rounds);")
     print(f"dropped: most of a child's timing chunks left out because other processes used more than {max_other} cores;")
     print(f"* = a child that got too little undisturbed timing even after {retries} repeats (its p50 includes disturbed chunks)")
     print()
@@ -477,6 +509,7 @@ def main() -> None:
     parser.add_argument("--retries", type=int, default=2, help="repeats of a child that got too little undisturbed timing (default 2)")
     parser.add_argument("--max-wait", type=float, default=10.0, help="seconds a child waits for the other processes to go quiet before it warms up (default 10)")
     parser.add_argument("--save", type=Path, help="write every child's result to this JSON file (after every model and round)")
+    parser.add_argument("--resume", action="store_true", help="with --save: keep the results already in that file and measure only what is missing")
     parser.add_argument("--load", type=Path, help="measure nothing: print the table and recommendation of a --save file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -524,23 +557,27 @@ def main() -> None:
               "retries": args.retries, "skipped": skipped}
 
     results: dict[tuple[str, str], list[dict]] = {}
+    if args.resume and args.save and args.save.exists():
+        results = {(r["model"], r["variant"]): r["rounds"] for r in json.loads(args.save.read_text())["results"]}
+        print(f"resuming: {sum(len(rs) for rs in results.values())} results from {args.save}")
     started = time.perf_counter()
     for r in range(max(rounds[m] for m in models)):
         for i, m in enumerate(models):
-            if r >= rounds[m]:
+            if r >= rounds[m] or all(len(results.get((m, v.name), [])) > r for v in variants):
                 continue
             k = (r + i) % len(variants)
             order = variants[k:] + variants[:k]  # rotate, so no variant always runs first or right after another
             t0 = time.perf_counter()
             for v in order:
-                results.setdefault((m, v.name), []).append(
-                    measure(v, m, threads, iterations[m], args.max_other_cpu, args.retries, args.max_wait))
-            done = [results[(m, v.name)][-1] for v in order]
+                if len(results.get((m, v.name), [])) <= r:
+                    results.setdefault((m, v.name), []).append(
+                        measure(v, m, threads, iterations[m], args.max_other_cpu, args.retries, args.max_wait))
+                    if args.save:
+                        save(args.save, header, variants, results)
+            done = [results[(m, v.name)][r] for v in order]
             print(f"round {r + 1}/{rounds[m]} {m}: {time.perf_counter() - t0:.0f} s (waited for quiet {sum(x['waited_s'] for x in done):.0f} s,"
                   f" {sum(x['attempts'] - 1 for x in done)} repeats, {sum(x['disturbed'] for x in done)} kept disturbed);"
                   f" {time.perf_counter() - started:.0f} s in all", flush=True)
-            if args.save:
-                save(args.save, header, variants, results)
     report(header, variants, results, args.max_other_cpu, args.retries)
 
 
