@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchharness.processes import die_with_parent
+
 ROOT = Path(__file__).resolve().parent.parent
 BUSY = "import time\nend = time.time() + 3600\nwhile time.time() < end: pass\n"
 
@@ -87,7 +89,7 @@ def main() -> None:
     print(f"rows flagged noisy in the quiet runs: {noisy_quiet} of {2 * len(keys)}")
     if args.skip_loaded:
         return
-    busy = subprocess.Popen([sys.executable, "-c", BUSY])
+    busy = subprocess.Popen([sys.executable, "-c", BUSY], preexec_fn=die_with_parent)  # gone even if this script is killed
     try:
         loaded, loaded_wall = run_suite(args.suite, work / "loaded", cache)
     finally:

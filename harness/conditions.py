@@ -96,6 +96,6 @@ def describe(cpus: list[int] | None, threads: int) -> dict[str, Any]:
         "allocator": "glibc with fixed mmap/trim thresholds (mallopt) in every measuring process" if _libc() is not None else "system default",
         "mmap_threshold_bytes": MMAP_THRESHOLD_BYTES,
         "trim_threshold_bytes": TRIM_THRESHOLD_BYTES,
-        "isolation": "every timing in a fresh process forked from the same preloaded server, model restored from its saved file",
+        "isolation": "every round in a fresh process forked from the same preloaded server; the group's models restored from their saved files and timed in turns of interleave_ms",
         "environment": thread_environment(),
     }

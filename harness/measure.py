@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import math
+import random
 import time
 import zlib
 from typing import Any, Callable
@@ -25,22 +26,56 @@ def example_batch(inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
     return inputs.repeat(repeats, *([1] * (inputs.dim() - 1)))[:batch_size].contiguous()
 
 
-@torch.inference_mode()
 def time_inference(model: nn.Module, batch: torch.Tensor, settings: MeasureSettings, synchronize: Callable[[], None]) -> list[float]:
-    """Latency samples in ms: warmup, then timed iterations until both minimum count and time are reached."""
-    model.eval()
-    for _ in range(settings.warmup):
-        model(batch)
+    """Latency samples in ms of one model: warmup, then timed iterations until both minimum count and time are reached."""
+    return time_interleaved({"model": model}, {"model": batch}, settings, synchronize)["model"]
+
+
+@torch.inference_mode()
+def time_interleaved(
+    models: dict[str, nn.Module], batches: dict[str, torch.Tensor], settings: MeasureSettings, synchronize: Callable[[], None]
+) -> dict[str, list[float]]:
+    """Latency samples in ms of several models, timed in turns so that the machine's drift touches them alike.
+
+    Every model first runs its ``warmup`` iterations. Then the models take turns: a turn times
+    one model's iterations until ``interleave_ms`` have passed or the model is done (at least
+    one iteration). Every cycle of turns comes in a new random order (seeded, so repeatable):
+    a model that followed a similar one would find its buffers warm in the caches, and fixed
+    neighbours would turn that into a bias of several percent. A model is done once
+    it has ``min_iterations`` samples and ``min_seconds`` of them, or ``max_iterations``; timing
+    ends after the cycle in which all are done. A model that is done keeps a one-iteration turn
+    (so the others keep their neighbours) unless it reached ``max_iterations``.
+    """
+    names = list(models)
+    for name in names:
+        models[name].eval()
+        for _ in range(settings.warmup):
+            models[name](batches[name])
     synchronize()
-    samples: list[float] = []
-    spent = 0.0
-    while len(samples) < settings.max_iterations and (len(samples) < settings.min_iterations or spent < settings.min_seconds):
-        started = time.perf_counter()
-        model(batch)
-        synchronize()
-        elapsed = time.perf_counter() - started
-        spent += elapsed
-        samples.append(elapsed * 1000.0)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    spent = dict.fromkeys(names, 0.0)
+    turn_s = settings.interleave_ms / 1000.0
+
+    def done(name: str) -> bool:
+        count = len(samples[name])
+        return count >= settings.max_iterations or (count >= settings.min_iterations and spent[name] >= settings.min_seconds)
+
+    shuffler = random.Random(0)
+    order = list(names)
+    while not all(done(name) for name in names):
+        shuffler.shuffle(order)
+        for name in order:
+            model, batch, times = models[name], batches[name], samples[name]
+            turn_started = time.perf_counter()
+            while len(times) < settings.max_iterations:
+                started = time.perf_counter()
+                model(batch)
+                synchronize()
+                ended = time.perf_counter()
+                times.append((ended - started) * 1000.0)
+                spent[name] += ended - started
+                if ended - turn_started >= turn_s or done(name):
+                    break
     return samples
 
 

@@ -1,16 +1,19 @@
 """Interleaved timing rounds for one group of cells (same model, device and repeat).
 
-In every round each cell's saved model is timed once, in a fresh process, in the
-order reference, the other cells (rotated by one place each round, so no cell
-always follows the same neighbour), then the reference again as an A/A control.
-Drift and background load therefore touch the reference and each cell alike,
-and a speedup's CI comes from the paired per-round ratios. Rounds go on until
-every CI is narrow enough, or the round or time cap is reached; the summary
-says which. A timing during which other processes used more than
-``max_other_cpu`` cores is repeated; one that stays disturbed is recorded but
-left out of the estimates while at least two quiet rounds remain, and rounds go
-on until there are ``min_rounds`` quiet ones. A cell with fewer is flagged
-noisy, as is a cell whose per-round speedups disagree.
+In every round one fresh process restores the saved model of every cell of the
+group, plus the reference a second time as an A/A control, and times them in
+turns of a few milliseconds (:func:`benchharness.measure.time_interleaved`),
+so the machine's drift touches the reference and each cell alike. A round's
+speedup is the ratio of the two medians within it, and a speedup's CI comes
+from these per-round ratios across fresh processes. The slot order rotates
+from round to round. Rounds go on until every CI is narrow enough, or the
+round or time cap is reached; the summary says which. A round during which
+other processes used more than ``max_other_cpu`` cores is repeated; one that
+stays disturbed is recorded but left out of the estimates while at least two
+quiet rounds remain, and rounds go on until there are ``min_rounds`` quiet
+ones. A cell with fewer is flagged noisy, as is a cell whose per-round
+speedups disagree. When a round's process dies, every slot is timed alone to
+find the cell that killed it.
 """
 
 from __future__ import annotations
@@ -69,15 +72,17 @@ class GroupResult:
         return {"rounds": self.rounds, "stopped_by": self.stopped_by, "seconds": self.seconds, "reference_cell": self.reference}
 
 
-TimeOne = Callable[[Contender], dict[str, Any]]
+TimeRound = Callable[[list[tuple[str, Contender]]], dict[str, Any]]
+"""Times the given (slot, contender) pairs in one fresh process: ``{"status": "ok", "timings": {slot: [entry per batch size]},
+"failures": {slot: failure}, "other_cores": float}``, or a failure record when the process itself failed."""
 
 
 class GroupRounds:
     """Runs the interleaved rounds of one group and summarises them."""
 
-    def __init__(self, contenders: list[Contender], reference: str | None, settings: MeasureSettings, time_one: TimeOne):
+    def __init__(self, contenders: list[Contender], reference: str | None, settings: MeasureSettings, time_round: TimeRound):
         self.settings = settings
-        self.time_one = time_one
+        self.time_round = time_round
         self.contenders = {contender.cell_id: contender for contender in contenders}
         self.reference = reference if reference in self.contenders else None
         self.timings: dict[str, list[list[dict[str, Any]]]] = {cell_id: [] for cell_id in self.contenders}
@@ -88,29 +93,35 @@ class GroupRounds:
         self.persistently_disturbed = False
 
     def order(self, round_index: int) -> list[str]:
-        """The slots of one round: reference, the others rotated by ``round_index``, then the A/A control."""
-        others = [cell_id for cell_id in self.contenders if cell_id != self.reference and cell_id not in self.failures]
-        if others:
-            shift = round_index % len(others)
-            others = others[shift:] + others[:shift]
-        if self.reference is None or self.reference in self.failures:
-            return others
-        return [self.reference, *others] + ([AA_SLOT] if self.settings.aa_control else [])
+        """The slots of one round: reference, the other cells, then the A/A control, rotated by ``round_index``.
 
-    def _time_slot(self, slot: str) -> dict[str, Any]:
-        """Time one slot, repeating a disturbed timing up to ``disturbed_retries`` times; keeps the least disturbed.
-
-        Once a timing stayed disturbed through all its repeats the machine counts as busy, and
-        timings are not repeated until one is quiet again (repeats would only triple the time).
+        The slots are restored in this order and take their turns in it, so rotating them keeps
+        a slot's place in memory and its neighbours from favouring one cell in every round.
         """
-        contender = self.contenders[self.reference if slot == AA_SLOT else slot]
+        others = [cell_id for cell_id in self.contenders if cell_id != self.reference and cell_id not in self.failures]
+        if self.reference is None or self.reference in self.failures:
+            slots = others
+        else:
+            slots = [self.reference, *others] + ([AA_SLOT] if self.settings.aa_control else [])
+        shift = round_index % len(slots) if slots else 0
+        return slots[shift:] + slots[:shift]
+
+    def _contender(self, slot: str) -> Contender:
+        return self.contenders[self.reference if slot == AA_SLOT else slot]
+
+    def _time_slots(self, slots: list[str]) -> dict[str, Any]:
+        """Time ``slots`` together, repeating a disturbed round up to ``disturbed_retries`` times; keeps the least disturbed.
+
+        Once a round stayed disturbed through all its repeats the machine counts as busy, and
+        rounds are not repeated until one is quiet again (repeats would only triple the time).
+        """
         best: dict[str, Any] | None = None
         attempts = 1 if self.persistently_disturbed else self.settings.disturbed_retries + 1
         for _ in range(attempts):
-            result = self.time_one(contender)
+            result = self.time_round([(slot, self._contender(slot)) for slot in slots])
             if result.get("status") != "ok":
                 return result
-            result["other_cores"] = max(entry.get("other_cores") or 0.0 for entry in result["timings"])
+            result["other_cores"] = result.get("other_cores") or 0.0
             if best is None or result["other_cores"] < best["other_cores"]:
                 best = result
             if result["other_cores"] <= self.settings.max_other_cpu:
@@ -120,15 +131,26 @@ class GroupRounds:
             self.persistently_disturbed = True
         return best
 
-    def run_round(self) -> None:
-        """Time every slot once."""
-        for slot in self.order(self.rounds):
-            result = self._time_slot(slot)
-            if result.get("status") != "ok":
-                self.failures[self.reference if slot == AA_SLOT else slot] = result
+    def _keep(self, slots: list[str], result: dict[str, Any]) -> None:
+        """File a round's timings by slot; a slot that failed (or a failed process) fails its cell."""
+        for slot in slots:
+            cell_id = self.reference if slot == AA_SLOT else slot
+            failure = result if result.get("status") != "ok" else result.get("failures", {}).get(slot)
+            if failure is not None or slot not in result.get("timings", {}):
+                self.failures.setdefault(cell_id, failure or {"status": "failed", "error_type": "crash", "error_message": "no timing came back"})
                 continue
-            self.timings[slot].append(result["timings"])
+            self.timings[slot].append(result["timings"][slot])
             self.other_cores[slot].append(result["other_cores"])
+
+    def run_round(self) -> None:
+        """Time every slot once, together; if the round's process failed, time each slot alone to find the culprit."""
+        slots = self.order(self.rounds)
+        result = self._time_slots(slots)
+        if result.get("status") == "ok" or len(slots) == 1:
+            self._keep(slots, result)
+        else:
+            for slot in slots:
+                self._keep([slot], self._time_slots([slot]))
         self.rounds += 1
 
     def _round_p50s(self, slot: str, batch_index: int) -> list[float]:
@@ -224,12 +246,15 @@ class GroupRounds:
                 speedup = self._paired(self.reference, cell_id, index)
                 entry.update(speedup.as_dict("speedup"))
                 entry["speedup_p50"] = entry.pop("speedup")
-                if speedup.spread > self.settings.max_round_spread:
-                    outcome.noise_reasons.append(f"rounds disagree by {describe_spread(speedup.spread)} at batch {size}")
+                if speedup.sd > self.settings.max_round_sd:
+                    outcome.noise_reasons.append(f"rounds disagree (typically by {speedup.sd:.0%}, at most {describe_spread(speedup.spread)}) at batch {size}")
             elif cell_id == self.reference and aa_entries:
                 entry.update(aa_entries[index])
-                if aa_entries[index]["aa_speedup_round_spread"] > self.settings.max_round_spread:
-                    outcome.noise_reasons.append(f"rounds disagree by {describe_spread(aa_entries[index]['aa_speedup_round_spread'])} at batch {size} (A/A control)")
+                aa = aa_entries[index]
+                if aa["aa_speedup_round_sd"] > self.settings.max_round_sd:
+                    outcome.noise_reasons.append(
+                        f"rounds disagree (typically by {aa['aa_speedup_round_sd']:.0%}, at most {describe_spread(aa['aa_speedup_round_spread'])}) at batch {size} (A/A control)"
+                    )
             outcome.latency.append(entry)
         slots = (cell_id, AA_SLOT) if cell_id == self.reference and self.timings[AA_SLOT] else (cell_id,)
         if compared:

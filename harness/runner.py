@@ -189,12 +189,12 @@ class Runner:
             raise KeyboardInterrupt
         self.console.print("[yellow]Ctrl-C: stopping after the current cell (press Ctrl-C again to stop now)[/]")
 
-    def time_in_worker(self, contender: Contender, device: str) -> dict[str, Any]:
-        """Time one cell's saved model once, in a fresh worker (raises KeyboardInterrupt after a second Ctrl-C)."""
+    def time_round_in_worker(self, slots: list[tuple[str, Contender]], device: str, log_name: str) -> dict[str, Any]:
+        """Time the slots' saved models in turns, once, in a fresh worker (raises KeyboardInterrupt after a second Ctrl-C)."""
         from benchharness.worker import TimingTask
 
-        task = TimingTask(Path(contender.artifact), device, self.suite.spec.measure, self.host.options)
-        result = self._run_in_worker(task, self.run_dir.log_path(contender.cell_id), f"timing {contender.cell_id}")
+        task = TimingTask([(slot, Path(contender.artifact)) for slot, contender in slots], device, self.suite.spec.measure, self.host.options)
+        result = self._run_in_worker(task, self.run_dir.log_path(log_name), f"timing {log_name}")
         if result is None:
             raise KeyboardInterrupt
         return result
@@ -259,7 +259,8 @@ class Runner:
             width = f"widest CI ±{widest:.1%}" if widest != float("inf") else "CIs need 2 rounds"
             self._progress.update(self._bar, description=f"[bold]{group.label}[/]: timing round {rounds}/{settings.max_rounds}, {width}")
 
-        rounds = GroupRounds(contenders, group.reference, settings, lambda contender: self.time_in_worker(contender, group.device))
+        log_name = f"{group.label}/rounds"
+        rounds = GroupRounds(contenders, group.reference, settings, lambda slots: self.time_round_in_worker(slots, group.device, log_name))
         result = rounds.run(stop_requested=lambda: self._interrupts > 0, on_round=show)
         return [complete_record(record, result, settings) for record in built]
 

@@ -23,13 +23,19 @@ CONFIDENCE = 0.95
 
 @dataclass(frozen=True)
 class RatioEstimate:
-    """A ratio estimated from paired rounds: geometric mean, its CI and how far the rounds spread."""
+    """A ratio estimated from paired rounds: geometric mean, its CI, and how far the rounds spread.
+
+    ``spread`` is max/min - 1 of the per-round ratios; ``sd`` their geometric standard deviation
+    minus one (0.05: a typical round is 5% off the geometric mean), which unlike the spread does
+    not grow with the number of rounds.
+    """
 
     estimate: float
     ci95_low: float
     ci95_high: float
     rounds: int
     spread: float
+    sd: float = math.nan
 
     @property
     def half_width(self) -> float:
@@ -51,6 +57,7 @@ class RatioEstimate:
             f"{prefix}_ci95_high": values["ci95_high"],
             f"{prefix}_rounds": values["rounds"],
             f"{prefix}_round_spread": values["spread"],
+            f"{prefix}_round_sd": values["sd"],
         }
 
 
@@ -73,6 +80,12 @@ def spread(values: Sequence[float]) -> float:
     return float(array.max() / array.min() - 1.0) if array.size > 1 else 0.0
 
 
+def geometric_sd(values: Sequence[float]) -> float:
+    """exp(standard deviation of the logs) - 1 of positive values (0 for fewer than two)."""
+    logs = np.log(np.asarray(values, dtype=float))
+    return float(math.exp(logs.std(ddof=1)) - 1.0) if logs.size > 1 else 0.0
+
+
 def paired_ratio(numerators: Sequence[float], denominators: Sequence[float], confidence: float = CONFIDENCE) -> RatioEstimate:
     """The ratio numerator/denominator from paired rounds, e.g. reference latency / cell latency = the cell's speedup."""
     if len(numerators) != len(denominators):
@@ -81,4 +94,4 @@ def paired_ratio(numerators: Sequence[float], denominators: Sequence[float], con
     if not ratios:
         return RatioEstimate(math.nan, math.nan, math.nan, 0, math.nan)
     estimate, low, high = log_mean_ci(ratios, confidence)
-    return RatioEstimate(estimate, low, high, len(ratios), spread(ratios))
+    return RatioEstimate(estimate, low, high, len(ratios), spread(ratios), geometric_sd(ratios))

@@ -79,9 +79,9 @@ class TrainBudget(Section):
 class MeasureSettings(Section):
     """``[measure]``: how inference latency is timed.
 
-    Latency is measured in rounds. In each round every cell of a (model, device, repeat)
-    group is timed once, reference first, each in a fresh process restored from the
-    cell's saved model; ``warmup`` ... ``max_iterations`` apply to one cell in one round.
+    Latency is measured in rounds. In each round one fresh process restores the saved
+    models of every cell of a (model, device, repeat) group and times them in turns of
+    about ``interleave_ms`` each; ``warmup`` ... ``max_iterations`` apply to one cell in one round.
     """
 
     batch_sizes: list[Annotated[int, Field(ge=1)]] = Field([1, 32], min_length=1, description="Batch sizes timed for every cell.")
@@ -89,6 +89,9 @@ class MeasureSettings(Section):
     min_iterations: int = Field(30, ge=1, le=1_000_000, description="Timing goes on until at least this many samples per round...")
     min_seconds: float = Field(0.2, ge=0, le=3600, description="...and at least this many seconds of samples per round.")
     max_iterations: int = Field(10_000, ge=1, le=10_000_000, description="Upper bound of timed samples per round and batch size.")
+    interleave_ms: float = Field(
+        2.0, gt=0, le=60_000, description="Length of one turn: a cell runs this long (at least one iteration) before the next cell of its group."
+    )
     min_rounds: int = Field(3, ge=2, le=1000, description="Interleaved rounds always measured (at least 2: a CI needs two paired rounds).")
     max_rounds: int = Field(10, ge=2, le=1000, description="Rounds stop here even when a speedup's CI is still wider than target_ci.")
     target_ci: float = Field(0.03, gt=0, le=1, description="Rounds stop once every speedup's 95% CI half-width is at most this share of the speedup.")
@@ -98,8 +101,8 @@ class MeasureSettings(Section):
         0.2, ge=0, le=4096, description="A timing during which other processes used more than this many cores is disturbed and repeated."
     )
     disturbed_retries: int = Field(2, ge=0, le=100, description="How often a disturbed timing is repeated before it is kept and the cell flagged noisy.")
-    max_round_spread: float = Field(
-        0.10, gt=0, le=10, description="A cell whose per-round speedups differ by more than this share (max/min - 1) is flagged noisy."
+    max_round_sd: float = Field(
+        0.10, gt=0, le=10, description="A cell whose per-round speedups have a geometric standard deviation above this share is flagged noisy."
     )
     threads: int | None = Field(None, ge=1, le=4096, description="torch intra-op threads; default: the physical cores among `cpus`.")
     cpus: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1, description="CPUs timing runs on (affinity); default: all this process may use.")

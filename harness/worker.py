@@ -27,7 +27,7 @@ from benchharness.artifact import load_model, save_model
 from benchharness.api import Cell, CellContext, Data, Probe, Step, Technique
 from benchharness.cache import ArtifactCache, cache_key, library_versions
 from benchharness.errors import Diverged, Unsupported
-from benchharness.measure import count_flops, example_batch, size_metrics, time_inference
+from benchharness.measure import count_flops, example_batch, size_metrics, time_interleaved
 from benchharness.representation import count_parameters, inspect_representation, layer_flops
 from benchharness.host import DEFAULT_PLUGINS, PluginHost, PluginOptions
 from benchharness.suite import MeasureSettings, Suite, split_model_name
@@ -72,16 +72,20 @@ class CellTask:
 
 @dataclass
 class TimingTask:
-    """One round of one cell: time its saved model at every batch size in a fresh worker."""
+    """One round of a group: every slot's saved model timed at every batch size, in turns, in one fresh worker.
 
-    artifact: Path
+    ``slots`` pairs a slot name (a cell id, or the A/A control) with the saved model it times;
+    the same file may appear twice (the A/A control restores the reference a second time).
+    """
+
+    slots: list[tuple[str, Path]]
     device: str
     settings: MeasureSettings
     plugins: PluginOptions
 
     def run(self) -> dict[str, Any]:
-        """Apply the controlled conditions, restore the model and time it."""
-        return time_artifact(self)
+        """Apply the controlled conditions, restore the models and time them."""
+        return time_round(self)
 
 
 def failure_record(error: BaseException) -> dict[str, Any]:
@@ -104,39 +108,78 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def time_batch_sizes(model: torch.nn.Module, inputs: torch.Tensor, settings: MeasureSettings, probe: Probe) -> list[dict[str, Any]]:
-    """Latency samples at every batch size, with the probe's samples and the CPU time other processes used meanwhile.
+def time_batch_sizes(
+    models: dict[str, torch.nn.Module], inputs: dict[str, torch.Tensor], settings: MeasureSettings, probe: Probe
+) -> dict[str, list[dict[str, Any]]]:
+    """Latency samples of every model at every batch size, timed in turns, with the probe's readings.
 
-    One forward pass at the largest batch size comes first, so that every batch size is
-    timed after the same allocations whatever the order.
+    Every model first runs one forward pass at the largest batch size, so that every batch size
+    is timed after the same allocations whatever the order. The CPU time other processes used
+    over the whole timing is in every entry's ``other_cores``. When the probe measures energy,
+    each model is also run alone for as many iterations as it was timed, so that its energy per
+    sample is its own.
     """
-    model.eval()
+    largest = max(settings.batch_sizes)
     with torch.inference_mode():
-        model(example_batch(inputs, max(settings.batch_sizes)))
+        for name, model in models.items():
+            model.eval()(example_batch(inputs[name], largest))
     probe.synchronize()
-    entries = []
+    entries: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
     with OtherCpuMeter() as meter:
         for size in settings.batch_sizes:
-            batch = example_batch(inputs, size)
-            with probe.sample() as samples:
-                times = time_inference(model, batch, settings, probe.synchronize)
-            entry = {"batch_size": size, "samples_ms": times, **samples}
-            if "energy_j" in samples:
-                entry["energy_j_per_sample"] = samples["energy_j"] / ((settings.warmup + len(times)) * size)
-            entries.append(entry)
-    for entry in entries:
-        entry["other_cores"] = meter.other_cores
+            batches = {name: example_batch(inputs[name], size) for name in models}
+            with probe.sample() as shared:
+                times = time_interleaved(models, batches, settings, probe.synchronize)
+            energy = _energy_per_sample(models, batches, times, probe) if "energy_j" in shared else {}
+            for name in models:
+                readings = {key: value for key, value in shared.items() if key not in ("energy_j", "energy_method")}
+                entries[name].append({"batch_size": size, "samples_ms": times[name], **readings, **energy.get(name, {})})
+    for timings in entries.values():
+        for entry in timings:
+            entry["other_cores"] = meter.other_cores
     return entries
 
 
-def time_artifact(task: TimingTask) -> dict[str, Any]:
-    """Time a saved model in this fresh process, under the controlled conditions."""
+@torch.inference_mode()
+def _energy_per_sample(models: dict[str, torch.nn.Module], batches: dict[str, torch.Tensor], times: dict[str, list[float]], probe: Probe) -> dict[str, dict[str, Any]]:
+    """Each model run alone for as many iterations as it was timed, under the probe: its energy per sample."""
+    found = {}
+    for name, model in models.items():
+        iterations = max(1, len(times[name]))
+        with probe.sample() as readings:
+            for _ in range(iterations):
+                model(batches[name])
+            probe.synchronize()
+        if "energy_j" in readings:
+            size = batches[name].shape[0]
+            found[name] = {"energy_j": readings["energy_j"], "energy_method": readings.get("energy_method"), "energy_j_per_sample": readings["energy_j"] / (iterations * size)}
+    return found
+
+
+def time_round(task: TimingTask) -> dict[str, Any]:
+    """Restore every slot's model in this fresh process and time them in turns, under the controlled conditions.
+
+    A model that cannot be restored or fails its first forward pass is reported in ``failures``
+    and left out; the others are timed.
+    """
     settings = task.settings
     applied = conditions.apply(settings.cpus, settings.thread_count())
-    host = PluginHost(task.plugins)
-    probe = host.probes[task.device]
-    model, inputs = load_model(task.artifact, probe.DEVICE)
-    return {"status": "ok", "timings": time_batch_sizes(model, inputs, settings, probe), "conditions": applied}
+    probe = PluginHost(task.plugins).probes[task.device]
+    models, inputs, failures = {}, {}, {}
+    largest = max(settings.batch_sizes)
+    for slot, artifact in task.slots:
+        try:
+            model, example = load_model(artifact, probe.DEVICE)
+            with torch.inference_mode():
+                model.eval()(example_batch(example, largest))
+        except Exception as error:
+            traceback.print_exc()
+            failures[slot] = failure_record(error)
+            continue
+        models[slot], inputs[slot] = model, example
+    timings = time_batch_sizes(models, inputs, settings, probe) if models else {}
+    other = max((entry["other_cores"] for entries in timings.values() for entry in entries), default=0.0)
+    return {"status": "ok", "timings": timings, "failures": failures, "other_cores": other, "conditions": applied}
 
 
 def measure_model(
@@ -323,7 +366,7 @@ class CellRun:
             save_model(model, example_batch(inputs, max(settings.batch_sizes)), self.task.artifact)
             return {"artifact": str(self.task.artifact)}
         except Exception as error:  # e.g. a plugin's module class defined inside a function
-            rounds = [time_batch_sizes(model, inputs, settings, self.probe) for _ in range(settings.min_rounds)]
+            rounds = [time_batch_sizes({"cell": model}, {"cell": inputs}, settings, self.probe)["cell"] for _ in range(settings.min_rounds)]
             reason = f"the model could not be saved for timing in fresh processes ({type(error).__name__}: {error})"
             return {"timed_in_build_process": reason, "in_process_rounds": rounds}
 

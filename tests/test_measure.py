@@ -17,6 +17,7 @@ from benchharness.measure import (
     serialized_size_bytes,
     size_metrics,
     time_inference,
+    time_interleaved,
 )
 from benchharness.rounds import latency_entry
 from benchharness.suite import MeasureSettings
@@ -131,6 +132,59 @@ def test_time_inference_respects_max_iterations(min_iterations):
     )
     assert len(samples) == 7
     assert recorder.forwards == 7
+
+
+class TurnLog:
+    """Models that log their name on every forward call into one shared list, each sleeping its own time."""
+
+    def __init__(self, **sleep_s: float):
+        self.calls: list[str] = []
+        self.models = {}
+        for name, seconds in sleep_s.items():
+            model = nn.Linear(4, 2)
+            model.register_forward_hook(lambda module, inputs, output, name=name, seconds=seconds: (time.sleep(seconds), self.calls.append(name)))
+            self.models[name] = model
+
+    def turns(self) -> list[tuple[str, int]]:
+        """The timed calls grouped into turns: (model, iterations in a row)."""
+        found: list[tuple[str, int]] = []
+        for name in self.calls:
+            if found and found[-1][0] == name:
+                found[-1] = (name, found[-1][1] + 1)
+            else:
+                found.append((name, 1))
+        return found
+
+
+def test_time_interleaved_cycles_through_every_model_in_varying_order():
+    """With one-call turns, every cycle times each model once; the order, and so each model's neighbours, varies."""
+    log = TurnLog(a=0.0, b=0.0, c=0.0)
+    batches = {name: BATCH for name in log.models}
+    samples = time_interleaved(log.models, batches, settings(warmup=1, min_iterations=30, interleave_ms=1e-6), lambda: None)
+    assert log.calls[:3] == ["a", "b", "c"], "warm-up: each model once, in order"
+    timed = log.calls[3:]
+    cycles = [timed[index : index + 3] for index in range(0, len(timed), 3)]
+    assert len(cycles) == 30 and all(sorted(cycle) == ["a", "b", "c"] for cycle in cycles)
+    assert len({tuple(cycle) for cycle in cycles}) > 3 and len({cycle[0] for cycle in cycles}) == 3
+    assert all(len(values) == 30 for values in samples.values())
+
+
+def test_time_interleaved_turns_last_interleave_ms():
+    """A turn goes on for about interleave_ms: 1 ms calls come in runs of at least 4, 3 ms calls in runs of 2 (or 4, across cycles)."""
+    log = TurnLog(a=0.001, b=0.003)
+    samples = time_interleaved(log.models, {"a": BATCH, "b": BATCH}, settings(min_iterations=16, interleave_ms=4), lambda: None)
+    runs = log.turns()
+    assert all(count >= 4 for name, count in runs[:6] if name == "a"), "the first three cycles, before either model is done"
+    assert all(count in (2, 4) for name, count in runs[:6] if name == "b")
+    assert len(samples["a"]) >= 16 and len(samples["b"]) >= 16
+
+
+def test_time_interleaved_lets_a_model_at_max_iterations_drop_out():
+    """A fast model that reaches max_iterations stops; the slow one goes on alone until its minimum."""
+    log = TurnLog(fast=0.0, slow=0.004)
+    samples = time_interleaved(log.models, {"fast": BATCH, "slow": BATCH}, settings(min_iterations=1, min_seconds=0.04, max_iterations=50, interleave_ms=2), lambda: None)
+    assert len(samples["fast"]) == 50 and sum(samples["slow"]) >= 40.0
+    assert log.calls[-1] == "slow" and log.calls.count("fast") == 50
 
 
 def test_serialized_size_grows_with_parameters():

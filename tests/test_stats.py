@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from benchharness.stats import log_mean_ci, paired_ratio, spread
+from benchharness.stats import log_mean_ci, paired_ratio, spread, geometric_sd
 
 
 def test_identical_rounds_give_a_point_interval():
@@ -75,3 +75,12 @@ def test_the_estimate_is_always_inside_its_interval(pairs):
     assert estimate.estimate <= estimate.ci95_high * (1 + 1e-9)
     mean, low, high = log_mean_ci([a / b for a, b in pairs])
     assert mean == pytest.approx(estimate.estimate)
+
+
+def test_geometric_sd_does_not_grow_with_more_rounds_like_the_spread():
+    """The geometric SD of ratios alternating 5% either side stays near 5% with 4 or 40 rounds; max/min stays 10.25%."""
+    few, many = [1.05, 1 / 1.05] * 2, [1.05, 1 / 1.05] * 20
+    assert geometric_sd(few) == pytest.approx(math.exp(math.log(1.05) * math.sqrt(4 / 3)) - 1)
+    assert geometric_sd(many) == pytest.approx(0.05, abs=0.002)
+    assert paired_ratio(many, [1.0] * 40).sd == pytest.approx(geometric_sd(many))
+    assert geometric_sd([2.0]) == 0.0

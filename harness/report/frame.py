@@ -27,7 +27,7 @@ LATENCY_COLUMNS = [
     "latency_p50_ci95_low_ms", "latency_p50_ci95_high_ms", "throughput_sps", "iterations", "rounds", "energy_j_per_sample", "gpu_throttled",
 ]
 RECORDED_COMPARISONS = [
-    "speedup_p50", "speedup_ci95_low", "speedup_ci95_high", "speedup_round_spread", "speedup_contradiction",
+    "speedup_p50", "speedup_ci95_low", "speedup_ci95_high", "speedup_round_spread", "speedup_round_sd", "speedup_contradiction",
     "aa_speedup", "aa_speedup_ci95_low", "aa_speedup_ci95_high",
 ]
 
