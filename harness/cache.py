@@ -37,8 +37,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
-
 CACHE_ENV = "BENCHHARNESS_CACHE_DIR"
 FORMAT_VERSION = 4
 PAYLOAD = "state.pt"
@@ -62,6 +60,8 @@ def _version(distribution: str) -> str | None:
 
 def library_versions() -> dict[str, Any]:
     """Versions that change what training produces."""
+    import torch
+
     return {"torch": torch.__version__, "torchvision": _version("torchvision"), "benchharness": _version("benchharness"), "format": FORMAT_VERSION}
 
 
@@ -100,6 +100,8 @@ class ArtifactCache:
         if hashlib.sha256(payload).hexdigest() != meta.get("sha256"):
             shutil.rmtree(folder, ignore_errors=True)
             return None
+        import torch
+
         try:
             return torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
         except Exception:
@@ -108,6 +110,8 @@ class ArtifactCache:
 
     def save(self, key: str, state: dict[str, Any], description: str) -> None:
         """Store ``state`` under ``key`` atomically (a concurrent writer of the same key is harmless)."""
+        import torch
+
         buffer = io.BytesIO()
         torch.save(state, buffer)
         payload = buffer.getvalue()

@@ -99,18 +99,20 @@ def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str
             loaded = load_suite(suite or default_suite(), host, list(overrides))
             run_dir = RunDir.create(out, loaded.name)
             run_dir.lock()
-            run_dir.write_info(run_info(loaded, host))
     except HarnessError as error:
         fail(error)
+    from benchharness.cache import default_cache_dir
+
+    use_cache = loaded.spec.run.cache and not no_cache
+    runner = Runner(loaded, host, run_dir, errors, cache_dir=(cache_dir or default_cache_dir()) if use_cache else None)
+    if not resume:
+        run_dir.write_info(runner.describe())
     cells = expand(loaded)
     finished = run_dir.finished_cell_ids()
     todo = [cell for cell in cells if cell.id not in finished]
     errors.print(f"[bold]{loaded.name}[/]: {len(todo)} of {len(cells)} cells to run -> {run_dir.path}")
     warn_if_busy()
-    from benchharness.cache import default_cache_dir
-
-    use_cache = loaded.spec.run.cache and not no_cache
-    summary = Runner(loaded, host, run_dir, errors, cache_dir=(cache_dir or default_cache_dir()) if use_cache else None).run(todo)
+    summary = runner.run(todo)
     counts = ", ".join(f"{count} {status}" for status, count in sorted(summary.counts.items())) or "no cells run"
     console.print(f"results: {run_dir.results_path} ({counts})")
     report_path = write_report_if_possible(run_dir, host)
@@ -145,43 +147,6 @@ def write_report_if_possible(run_dir: Any, host: PluginHost | None = None) -> Pa
     except Exception as error:  # the measurements are safe on disk; say why the report is missing
         errors.print(f"[yellow]warning:[/] the report could not be written: {type(error).__name__}: {error}")
         return None
-
-
-def run_info(suite: Any, host: PluginHost) -> dict[str, Any]:
-    """The contents of ``run.json``: the suite as run, the environment, every probe and plugin (with its version)."""
-    from benchharness import conditions
-    from benchharness.matrix import expand
-    from benchharness.store import environment, now_iso
-
-    versions = host.plugin_versions()
-    measure = suite.spec.measure
-    return {
-        "conditions": conditions.describe(measure.cpus, measure.thread_count()),
-        "suite": {"name": suite.name, "source": suite.source, "sha256": suite.sha256, "text": suite.text, "overrides": suite.overrides},
-        "created_at": now_iso(),
-        "environment": environment(suite.source),
-        "probes": describe_probes(host),
-        "plugins": [{"name": name, "source": source, "version": versions[name]} for name, source in host.plugin_rows()],
-        "plugin_options": {"extra": list(host.options.extra)},
-        "cells": [cell.id for cell in expand(suite)],
-    }
-
-
-def describe_probes(host: PluginHost) -> dict[str, Any]:
-    """Every probe's description, or why it is unavailable."""
-    described = {}
-    for name in host.probes.names():
-        probe = host.probes[name]
-        try:
-            reason = probe.unavailable_reason()
-            facts = probe.describe()
-            facts.setdefault("available", reason is None)
-            if reason:
-                facts.setdefault("reason", reason)
-        except Exception as error:
-            facts = {"available": False, "reason": f"probe failed: {type(error).__name__}: {error}"}
-        described[name] = facts
-    return described
 
 
 @cli.command()
@@ -273,6 +238,8 @@ def system_command(as_json: bool) -> None:
 @plugin_option
 def probe(as_json: bool, plugins: tuple[str, ...]) -> None:
     """Describe the hardware through every registered probe."""
+    from benchharness.describe import describe_probes
+
     described = describe_probes(make_host(plugins))
     if as_json:
         click.echo(json.dumps(described, indent=2, default=str))

@@ -27,6 +27,7 @@ from benchharness.store import RunDir, now_iso
 from benchharness.suite import Suite
 
 PRELOAD = ["benchharness.worker"]
+"""What the forkserver imports once (torch, torchvision, the plugins); this process never imports it."""
 LOG_TAIL_LINES = 40
 _context: Any = None
 
@@ -50,7 +51,7 @@ def launch_workers() -> None:
 
 def start_workers() -> None:
     """Start the forkserver (if needed) and wait until it has imported everything, so no cell is charged for that."""
-    from benchharness.worker import ready
+    from benchharness.tasks import ready
 
     process = worker_context().Process(target=ready, name="warm-up")
     process.start()
@@ -115,6 +116,24 @@ class Runner:
         self._cells = {cell.id: cell for cell in expand(suite)}
         self._plugin_versions = host.plugin_versions()
 
+    def describe(self) -> dict[str, Any]:
+        """``run.json``'s contents, computed in a worker (it needs torch); learns which devices are unavailable.
+
+        Starts the workers first. Should the worker fail, the description is computed here.
+        """
+        from benchharness.tasks import DescribeTask
+
+        start_workers()
+        result = self._run_in_worker(DescribeTask(self.suite, self.host.options), self.run_dir.log_path("describe"), "describe")
+        if result is None:
+            raise KeyboardInterrupt
+        if result.get("status") == "ok":
+            self._device_reasons.update(result["device_reasons"])
+            return result["info"]
+        from benchharness.describe import run_info
+
+        return run_info(self.suite, self.host)
+
     def _skip_reason(self, cell: Cell) -> str | None:
         if cell.device not in self._device_reasons:
             self._device_reasons[cell.device] = self.host.probes[cell.device].unavailable_reason() or ""
@@ -122,7 +141,7 @@ class Runner:
 
     def build_cell(self, cell: Cell) -> dict[str, Any] | None:
         """Build one cell in a worker (train, transform, measure all but latency): the start of its record, or None after a second Ctrl-C."""
-        from benchharness.worker import CellTask
+        from benchharness.tasks import CellTask
 
         started_at, started = now_iso(), time.perf_counter()
         reason = self._skip_reason(cell)
@@ -142,7 +161,7 @@ class Runner:
 
     def _run_in_worker(self, task: Any, log_path: Path, name: str) -> dict[str, Any] | None:
         """Run ``task`` (a CellTask or TimingTask) in a fresh worker; its result, a failure, or None after a second Ctrl-C."""
-        from benchharness.worker import run_in_worker
+        from benchharness.tasks import run_in_worker
 
         context = worker_context()
         receiver, sender = context.Pipe(duplex=False)
@@ -191,7 +210,7 @@ class Runner:
 
     def time_round_in_worker(self, slots: list[tuple[str, Contender]], device: str, log_name: str) -> dict[str, Any]:
         """Time the slots' saved models in turns, once, in a fresh worker (raises KeyboardInterrupt after a second Ctrl-C)."""
-        from benchharness.worker import TimingTask
+        from benchharness.tasks import TimingTask
 
         task = TimingTask([(slot, Path(contender.artifact)) for slot, contender in slots], device, self.suite.spec.measure, self.host.options)
         result = self._run_in_worker(task, self.run_dir.log_path(log_name), f"timing {log_name}")

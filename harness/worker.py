@@ -6,16 +6,9 @@ worker starts by forking an interpreter that has already imported everything.
 
 from __future__ import annotations
 
-import faulthandler
 import importlib
-import os
 import random
-import signal
-import sys
-import time
 import traceback
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,14 +17,15 @@ import torchvision  # noqa: F401  (preloaded for the forkserver)
 
 from benchharness import conditions
 from benchharness.artifact import load_model, save_model
-from benchharness.api import Cell, CellContext, Data, Probe, Step, Technique
+from benchharness.api import CellContext, Data, Probe, Step, Technique
 from benchharness.cache import ArtifactCache, cache_key, library_versions
 from benchharness.errors import Diverged, Unsupported
 from benchharness.measure import count_flops, example_batch, size_metrics, time_interleaved
 from benchharness.representation import count_parameters, inspect_representation, layer_flops
-from benchharness.host import DEFAULT_PLUGINS, PluginHost, PluginOptions
+from benchharness.host import DEFAULT_PLUGINS, PluginHost
 from benchharness.suite import MeasureSettings, Suite, split_model_name
 from benchharness.system import OtherCpuMeter
+from benchharness.tasks import CellTask, TimingTask  # noqa: F401  (CellTask: for callers that build cells in-process)
 from benchharness.train import Trainer, evaluate_accuracy, to_memory_format
 
 TRACEBACK_LINES = 40
@@ -49,43 +43,6 @@ def preload_builtin_plugins() -> None:
 
 
 preload_builtin_plugins()
-
-
-@dataclass
-class CellTask:
-    """Everything a worker needs to build one cell (train, transform, measure all but latency); pickled to the worker.
-
-    The final model is saved to ``artifact`` for the measuring workers that time it in rounds.
-    """
-
-    cell: Cell
-    suite: Suite
-    plugins: PluginOptions
-    workdir: Path
-    cache_dir: Path | None = None
-    artifact: Path | None = None
-
-    def run(self) -> dict[str, Any]:
-        """Build the cell and return the measured part of its record."""
-        return CellRun(self).execute()
-
-
-@dataclass
-class TimingTask:
-    """One round of a group: every slot's saved model timed at every batch size, in turns, in one fresh worker.
-
-    ``slots`` pairs a slot name (a cell id, or the A/A control) with the saved model it times;
-    the same file may appear twice (the A/A control restores the reference a second time).
-    """
-
-    slots: list[tuple[str, Path]]
-    device: str
-    settings: MeasureSettings
-    plugins: PluginOptions
-
-    def run(self) -> dict[str, Any]:
-        """Apply the controlled conditions, restore the models and time them."""
-        return time_round(self)
 
 
 def failure_record(error: BaseException) -> dict[str, Any]:
@@ -369,44 +326,3 @@ class CellRun:
             rounds = [time_batch_sizes({"cell": model}, {"cell": inputs}, settings, self.probe)["cell"] for _ in range(settings.min_rounds)]
             reason = f"the model could not be saved for timing in fresh processes ({type(error).__name__}: {error})"
             return {"timed_in_build_process": reason, "in_process_rounds": rounds}
-
-
-def execute(task: Any) -> dict[str, Any]:
-    """Run ``task`` (a :class:`CellTask` or a :class:`TimingTask`) and return its result."""
-    return task.run()
-
-
-def ready() -> None:
-    """A no-op worker: returns once the forkserver can fork workers with everything imported."""
-
-
-def run_in_worker(task: CellTask, connection: Any, log_path: str) -> None:
-    """Entry point of a worker process: run the cell, send its record, exit.
-
-    No process the cell starts outlives it: the worker adopts orphaned descendants, kills
-    them all before it reports, and kills them and exits when the runner dies.
-    """
-    from benchharness import processes
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    os.setpgrp()
-    processes.watch_parent()
-    processes.close_inherited_alive_fd()
-    processes.become_subreaper()
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    faulthandler.enable()
-    started = time.perf_counter()
-    try:
-        result = execute(task)
-    except BaseException as error:  # every failure becomes a record, never a lost cell
-        traceback.print_exc()
-        result = failure_record(error)
-    finally:
-        processes.kill_descendants()
-    result["worker_wall_s"] = time.perf_counter() - started
-    sys.stdout.flush()
-    sys.stderr.flush()
-    connection.send(result)
-    connection.close()

@@ -170,12 +170,19 @@ def test_time_interleaved_cycles_through_every_model_in_varying_order():
 
 
 def test_time_interleaved_turns_last_interleave_ms():
-    """A turn goes on for about interleave_ms: 1 ms calls come in runs of at least 4, 3 ms calls in runs of 2 (or 4, across cycles)."""
+    """A turn ends with the first call that brings it to interleave_ms: runs of 1 ms and 3 ms calls split into 4 ms turns exactly."""
     log = TurnLog(a=0.001, b=0.003)
     samples = time_interleaved(log.models, {"a": BATCH, "b": BATCH}, settings(min_iterations=16, interleave_ms=4), lambda: None)
-    runs = log.turns()
-    assert all(count >= 4 for name, count in runs[:6] if name == "a"), "the first three cycles, before either model is done"
-    assert all(count in (2, 4) for name, count in runs[:6] if name == "b")
+    position = {"a": 0, "b": 0}
+    for name, count in log.turns()[:6]:  # the first three cycles, before either model is done
+        run = samples[name][position[name] : position[name] + count]
+        position[name] += count
+        spent = 0.0  # a run of one model's calls is one turn, or two when a shuffled cycle starts with the model that ended the last
+        for sample in run:
+            spent += sample
+            if spent >= 4.0 * 0.98:
+                spent = 0.0
+        assert spent == 0.0, f"{name}'s calls {run} end in the middle of a turn"
     assert len(samples["a"]) >= 16 and len(samples["b"]) >= 16
 
 

@@ -1,0 +1,61 @@
+"""What a run records about where it ran: ``run.json``'s environment, conditions, probes and plugins.
+
+Describing torch and the probes imports torch, so the runner asks a worker for it
+(:class:`benchharness.tasks.DescribeTask`) rather than importing torch itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchharness.host import PluginHost
+
+
+def run_info(suite: Any, host: PluginHost) -> dict[str, Any]:
+    """The contents of ``run.json``: the suite as run, the environment, every probe and plugin (with its version)."""
+    from benchharness import conditions
+    from benchharness.matrix import expand
+    from benchharness.store import environment, now_iso
+
+    versions = host.plugin_versions()
+    measure = suite.spec.measure
+    return {
+        "conditions": conditions.describe(measure.cpus, measure.thread_count()),
+        "suite": {"name": suite.name, "source": suite.source, "sha256": suite.sha256, "text": suite.text, "overrides": suite.overrides},
+        "created_at": now_iso(),
+        "environment": environment(suite.source),
+        "probes": describe_probes(host),
+        "plugins": [{"name": name, "source": source, "version": versions[name]} for name, source in host.plugin_rows()],
+        "plugin_options": {"extra": list(host.options.extra)},
+        "cells": [cell.id for cell in expand(suite)],
+    }
+
+
+def describe_probes(host: PluginHost) -> dict[str, Any]:
+    """Every probe's description, or why it is unavailable."""
+    described = {}
+    for name in host.probes.names():
+        probe = host.probes[name]
+        try:
+            reason = probe.unavailable_reason()
+            facts = probe.describe()
+            facts.setdefault("available", reason is None)
+            if reason:
+                facts.setdefault("reason", reason)
+        except Exception as error:
+            facts = {"available": False, "reason": f"probe failed: {type(error).__name__}: {error}"}
+        described[name] = facts
+    return described
+
+
+def device_reasons(host: PluginHost) -> dict[str, str]:
+    """Why each device probe is unavailable ('' when it is available)."""
+    reasons = {}
+    for name in host.probes.names():
+        probe = host.probes[name]
+        if getattr(probe, "DEVICE", None):
+            try:
+                reasons[name] = probe.unavailable_reason() or ""
+            except Exception as error:
+                reasons[name] = f"probe failed: {type(error).__name__}: {error}"
+    return reasons
