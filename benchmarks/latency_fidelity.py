@@ -48,7 +48,7 @@ def one_round(artifact: str, batch: int, seconds: float, group: int, blocks: int
     from benchharness.artifact import load_model
     from benchharness.measure import example_batch
     from benchharness.suite import MeasureSettings
-    from benchharness.worker import time_batch_sizes
+    from benchharness.worker import forward_at_largest_batch, time_batch_sizes
 
     settings = MeasureSettings(batch_sizes=[batch], warmup=3, min_iterations=3, min_seconds=seconds)
     threads = settings.thread_count()
@@ -56,6 +56,7 @@ def one_round(artifact: str, batch: int, seconds: float, group: int, blocks: int
     models, inputs = {}, {}
     for index in range(group):
         models[f"slot{index}"], inputs[f"slot{index}"] = load_model(Path(artifact), "cpu")
+        forward_at_largest_batch(models[f"slot{index}"], inputs[f"slot{index}"], settings)
     first = models["slot0"].eval()
     batch_inputs = example_batch(inputs["slot0"], batch)
 

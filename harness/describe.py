@@ -11,8 +11,11 @@ from typing import Any
 from benchharness.host import PluginHost
 
 
-def run_info(suite: Any, host: PluginHost) -> dict[str, Any]:
-    """The contents of ``run.json``: the suite as run, the environment, every probe and plugin (with its version)."""
+def run_info(suite: Any, host: PluginHost, probes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The contents of ``run.json``: the suite as run, the environment, every probe and plugin (with its version).
+
+    ``probes`` is :func:`describe_probes`'s result when the caller already has it.
+    """
     from benchharness import conditions
     from benchharness.matrix import expand
     from benchharness.store import environment, now_iso
@@ -24,7 +27,7 @@ def run_info(suite: Any, host: PluginHost) -> dict[str, Any]:
         "suite": {"name": suite.name, "source": suite.source, "sha256": suite.sha256, "text": suite.text, "overrides": suite.overrides},
         "created_at": now_iso(),
         "environment": environment(suite.source),
-        "probes": describe_probes(host),
+        "probes": describe_probes(host) if probes is None else probes,
         "plugins": [{"name": name, "source": source, "version": versions[name]} for name, source in host.plugin_rows()],
         "plugin_options": {"extra": list(host.options.extra)},
         "cells": [cell.id for cell in expand(suite)],
@@ -33,29 +36,31 @@ def run_info(suite: Any, host: PluginHost) -> dict[str, Any]:
 
 def describe_probes(host: PluginHost) -> dict[str, Any]:
     """Every probe's description, or why it is unavailable."""
-    described = {}
+    return describe_probes_and_devices(host)[0]
+
+
+def describe_probes_and_devices(host: PluginHost) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every probe's description, and why each device probe is unavailable ('' when it is available).
+
+    Each probe's ``unavailable_reason`` is asked once (for the CUDA probe it starts NVML).
+    """
+    described, reasons = {}, {}
     for name in host.probes.names():
         probe = host.probes[name]
         try:
             reason = probe.unavailable_reason()
-            facts = probe.describe()
-            facts.setdefault("available", reason is None)
-            if reason:
-                facts.setdefault("reason", reason)
         except Exception as error:
-            facts = {"available": False, "reason": f"probe failed: {type(error).__name__}: {error}"}
-        described[name] = facts
-    return described
-
-
-def device_reasons(host: PluginHost) -> dict[str, str]:
-    """Why each device probe is unavailable ('' when it is available)."""
-    reasons = {}
-    for name in host.probes.names():
-        probe = host.probes[name]
-        if getattr(probe, "DEVICE", None):
+            reason = f"probe failed: {type(error).__name__}: {error}"
+            facts = {"available": False, "reason": reason}
+        else:
             try:
-                reasons[name] = probe.unavailable_reason() or ""
+                facts = probe.describe()
+                facts.setdefault("available", reason is None)
+                if reason:
+                    facts.setdefault("reason", reason)
             except Exception as error:
-                reasons[name] = f"probe failed: {type(error).__name__}: {error}"
-    return reasons
+                facts = {"available": False, "reason": f"probe failed: {type(error).__name__}: {error}"}
+        described[name] = facts
+        if getattr(probe, "DEVICE", None):
+            reasons[name] = reason or ""
+    return described, reasons

@@ -78,11 +78,12 @@ class DescribeTask:
 
     def run(self) -> dict[str, Any]:
         """``run.json``'s contents and every probe's unavailability reason ('' when available)."""
-        from benchharness.describe import device_reasons, run_info
+        from benchharness.describe import describe_probes_and_devices, run_info
         from benchharness.host import PluginHost
 
         host = PluginHost(self.plugins)
-        described = {"info": run_info(self.suite, host), "device_reasons": device_reasons(host)}
+        probes, reasons = describe_probes_and_devices(host)
+        described = {"info": run_info(self.suite, host, probes), "device_reasons": reasons}
         # plain JSON types only (torch.__version__ is a torch class): unpickling must not import torch in the runner
         return {"status": "ok", **json.loads(json.dumps(described, default=str))}
 

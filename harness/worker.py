@@ -65,21 +65,22 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+@torch.inference_mode()
+def forward_at_largest_batch(model: torch.nn.Module, inputs: torch.Tensor, settings: MeasureSettings) -> None:
+    """One forward pass at the largest batch size, so that every batch size is timed after the same allocations."""
+    model.eval()(example_batch(inputs, max(settings.batch_sizes)))
+
+
 def time_batch_sizes(
     models: dict[str, torch.nn.Module], inputs: dict[str, torch.Tensor], settings: MeasureSettings, probe: Probe
 ) -> dict[str, list[dict[str, Any]]]:
     """Latency samples of every model at every batch size, timed in turns, with the probe's readings.
 
-    Every model first runs one forward pass at the largest batch size, so that every batch size
-    is timed after the same allocations whatever the order. The CPU time other processes used
-    over the whole timing is in every entry's ``other_cores``. When the probe measures energy,
-    each model is also run alone for as many iterations as it was timed, so that its energy per
-    sample is its own.
+    Every model must have run :func:`forward_at_largest_batch` first. The CPU time other
+    processes used over the whole timing is in every entry's ``other_cores``. When the probe
+    measures energy, each model is also run alone for as many iterations as it was timed, so
+    that its energy per sample is its own.
     """
-    largest = max(settings.batch_sizes)
-    with torch.inference_mode():
-        for name, model in models.items():
-            model.eval()(example_batch(inputs[name], largest))
     probe.synchronize()
     entries: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
     with OtherCpuMeter() as meter:
@@ -123,12 +124,10 @@ def time_round(task: TimingTask) -> dict[str, Any]:
     applied = conditions.apply(settings.cpus, settings.thread_count())
     probe = PluginHost(task.plugins).probes[task.device]
     models, inputs, failures = {}, {}, {}
-    largest = max(settings.batch_sizes)
     for slot, artifact in task.slots:
         try:
             model, example = load_model(artifact, probe.DEVICE)
-            with torch.inference_mode():
-                model.eval()(example_batch(example, largest))
+            forward_at_largest_batch(model, example, settings)
         except Exception as error:
             traceback.print_exc()
             failures[slot] = failure_record(error)
@@ -323,6 +322,7 @@ class CellRun:
             save_model(model, example_batch(inputs, max(settings.batch_sizes)), self.task.artifact)
             return {"artifact": str(self.task.artifact)}
         except Exception as error:  # e.g. a plugin's module class defined inside a function
+            forward_at_largest_batch(model, inputs, settings)
             rounds = [time_batch_sizes({"cell": model}, {"cell": inputs}, settings, self.probe)["cell"] for _ in range(settings.min_rounds)]
             reason = f"the model could not be saved for timing in fresh processes ({type(error).__name__}: {error})"
             return {"timed_in_build_process": reason, "in_process_rounds": rounds}
