@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import click
 import pytest
@@ -10,9 +13,10 @@ from click.testing import CliRunner
 
 import benchharness
 from benchharness import Technique, hookimpl
+from benchharness.cli import cli as cli_group
 from benchharness.errors import PluginError
 from benchharness.host import BUILTIN, DEFAULT_PLUGINS, PluginHost, PluginOptions
-from tests.conftest import TEST_PLUGINS
+from tests.conftest import ROOT, TEST_PLUGINS
 
 
 class InlineTechnique(Technique):
@@ -240,3 +244,306 @@ def test_installed_plugins_stay_out_of_tests_unless_asked(installed_distribution
     monkeypatch.delattr(sys, "_called_from_test")
     assert PluginOptions().entry_points is True
     assert "entry_point_technique" in PluginHost(PluginOptions(disabled=())).techniques
+
+
+# ------------------------------------------------- the same plugin given twice
+
+
+def test_the_same_plugin_given_twice_is_loaded_once(monkeypatch):
+    """A --plugin given twice, or as two spellings of one file, is loaded once: no pluggy error, no duplicate warnings."""
+    import os
+    import warnings
+
+    monkeypatch.chdir(ROOT)
+    path = str(TEST_PLUGINS / "faulty.py")
+    assert PluginOptions(extra=(path, path)).extra == (path,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        host = bare_host(extra=(path, path, os.path.relpath(path)))
+    assert host.failures == []
+    assert [name for name, _ in host.plugin_rows()].count(path) == 1
+    assert os.path.relpath(path) not in host.plugin_versions()
+    assert host.techniques.entries["explode"].plugin == path
+
+
+def test_resume_with_the_plugin_given_again(tmp_path):
+    """`run --resume DIR --plugin P` after `run --plugin P` works: the stored and the given plugin are one."""
+    plugin = str(TEST_PLUGINS / "nowhere_device.py")
+    suite = tmp_path / "nowhere.toml"
+    suite.write_text('models = ["small_cnn"]\ndevices = ["nowhere"]\n[data]\nname = "digits"\n[[techniques]]\nsteps = ["baseline"]\n')
+    first = CliRunner().invoke(cli_group, ["run", str(suite), "--out", str(tmp_path / "runs"), "--plugin", plugin])
+    assert first.exit_code == 0, first.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    resumed = CliRunner().invoke(cli_group, ["run", "--resume", str(run_dir), "--plugin", plugin])
+    assert resumed.exit_code == 0, resumed.output
+    assert "0 of 1 cells to run" in resumed.output
+
+
+def test_plugin_files_with_the_same_file_name_keep_their_own_code(tmp_path):
+    """Two --plugin files named alike in different folders are two modules: each item's fingerprint hashes its own file."""
+    import hashlib
+
+    paths = []
+    for folder in ("one", "two"):
+        (tmp_path / folder).mkdir()
+        path = tmp_path / folder / "plugin.py"
+        path.write_text(textwrap.dedent(f'''
+            from benchharness import Technique, hookimpl
+
+            class Named(Technique):
+                NAME = "technique_{folder}"
+
+            @hookimpl
+            def register_techniques(register):
+                register(Named())
+        '''))
+        paths.append(path)
+    host = bare_host(extra=tuple(map(str, paths)))
+    for folder, path in zip(("one", "two"), paths):
+        fingerprint = host.techniques.entries[f"technique_{folder}"].fingerprint()
+        assert fingerprint["source_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------- broken plugins are skipped
+
+
+def only_failure(host: PluginHost, path: str):
+    """The one failure of ``host``, which must be the plugin at ``path``, now unregistered."""
+    assert [failure.name for failure in host.failures] == [path]
+    assert not host.pm.has_plugin(path)
+    assert path not in host.plugin_versions()
+    assert "baseline" in host.techniques and "cpu" in host.probes
+    return host.failures[0]
+
+
+def test_misspelt_hook_skips_the_plugin_with_a_suggestion():
+    """A hook name that is not a benchharness hook skips the whole plugin; the failure suggests the right name."""
+    path = str(TEST_PLUGINS / "misspelt_hook.py")
+    failure = only_failure(bare_host(extra=(path,)), path)
+    assert failure.error == "hook 'register_technique' is not a benchharness hook; did you mean 'register_techniques'?"
+    assert failure.source == f"--plugin {path}"
+    assert str(failure) == f"plugin {path!r} (--plugin {path}) was skipped: {failure.error}"
+
+
+def test_misspelt_hook_skips_all_the_plugin_registers():
+    """The correct hooks of a plugin with a misspelt one contribute nothing either."""
+    path = str(TEST_PLUGINS / "misspelt_hook.py")
+    host = bare_host(extra=(path,))
+    assert "misspelt_sibling_model" not in host.models and "misspelt_technique" not in host.techniques
+
+
+def test_wrong_argument_name_skips_the_plugin():
+    """A hook implementation asking for an argument the hook does not pass is named with the hook's arguments."""
+    path = str(TEST_PLUGINS / "wrong_argument.py")
+    host = bare_host(extra=(path,))
+    failure = only_failure(host, path)
+    assert failure.error == "hook 'register_techniques' passes (register), but register_techniques(reg) asks for 'reg'; rename the argument"
+    assert "wrong_argument_technique" not in host.techniques
+
+
+def test_item_without_name_skips_the_whole_plugin():
+    """A technique without NAME skips everything its plugin registered, of every kind; nothing crashes."""
+    path = str(TEST_PLUGINS / "nameless.py")
+    host = bare_host(extra=(path, str(TEST_PLUGINS / "faulty.py")))
+    failure = only_failure(host, path)
+    assert "technique" in failure.error and "Nameless" in failure.error and "without a NAME" in failure.error
+    assert "nameless_sibling" not in host.techniques and "nameless_sibling_data" not in host.datasets
+    assert "explode" in host.techniques
+
+
+def test_raising_register_hook_skips_the_plugin():
+    """A register hook that raises skips its plugin, including what it registered before raising; the error says where."""
+    path = str(TEST_PLUGINS / "raising_register.py")
+    host = bare_host(extra=(path,))
+    failure = only_failure(host, path)
+    assert failure.error.startswith("register_techniques raised RuntimeError: register_techniques of raising_register fails on purpose")
+    assert "raising_register.py:" in failure.error
+    assert "half_registered" not in host.techniques
+
+
+def test_plugin_calling_sys_exit_on_import_is_skipped():
+    """SystemExit raised while importing a plugin is a failure of that plugin, not the end of the process."""
+    path = str(TEST_PLUGINS / "exits_on_import.py")
+    failure = only_failure(bare_host(extra=(path,)), path)
+    assert failure.error.startswith("SystemExit: exits_on_import: usage: exits_on_import.py INPUT (at ")
+    assert "exits_on_import.py:5)" in failure.error
+
+
+def test_entry_point_failure_names_its_distribution(tmp_path, monkeypatch):
+    """A broken entry-point plugin's failure names the plugin, its distribution and version, and the problem."""
+    (tmp_path / "typo_plugin.py").write_text((TEST_PLUGINS / "misspelt_hook.py").read_text())
+    info = tmp_path / "typo_dist-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: typo-dist\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text("[benchharness]\ntypo = typo_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    host = bare_host(entry_points=True)
+    failure = only_failure(host, "typo")
+    assert (failure.source, failure.version) == ("typo-dist", "0.3")
+    assert str(failure) == "plugin 'typo' (distribution typo-dist 0.3) was skipped: " + failure.error
+    assert "did you mean 'register_techniques'?" in failure.error
+
+
+def test_runtime_hook_errors_are_warnings_and_other_plugins_still_run(tmp_path, monkeypatch):
+    """A plugin whose command, report or cell hooks raise loads; each failing call is a warning, the other plugins' hooks still run."""
+    from benchharness.api import Cell
+
+    log = tmp_path / "events.jsonl"
+    monkeypatch.setenv("BENCHHARNESS_TEST_OBSERVER_LOG", str(log))
+    path = str(TEST_PLUGINS / "raising_runtime.py")
+    host = bare_host(extra=(str(TEST_PLUGINS / "observer.py"), path))
+    assert host.failures == [] and "still_here" in host.techniques
+    cell = Cell("m/t/cpu/r0", "m", "t", [], "cpu", 0, 0)
+    group = click.Group("test")
+    sections = []
+    with pytest.warns(UserWarning) as caught:
+        host.hooks.register_commands(cli=group)
+        host.hooks.register_report_sections(register=lambda title, render: sections.append(title))
+        host.hooks.before_cell(cell=cell, context={"run_dir": tmp_path})
+        host.hooks.after_cell(cell=cell, record={"status": "ok"})
+    messages = [str(warning.message) for warning in caught]
+    for hook in ("register_commands", "register_report_sections", "before_cell", "after_cell"):
+        expected = f"plugin {path!r} (--plugin {path}) failed in {hook}: RuntimeError: {hook} of raising_runtime fails on purpose (at {path}:"
+        assert [message for message in messages if message.startswith(expected) and message.endswith("; ignored")]
+    assert "hello" in group.commands and sections == ["Observer"]
+    assert len(log.read_text().splitlines()) == 2
+
+
+def test_inline_plugin_with_a_misspelt_hook_is_refused():
+    """Registering a broken plugin inline raises PluginError with the problem and leaves the host as it was."""
+
+    class Misspelt:
+        @hookimpl
+        def register_model(self, register):
+            pass
+
+    host = bare_host()
+    plugin = Misspelt()
+    with pytest.raises(PluginError, match=r"plugin 'misspelt' \(registered inline\) was skipped: hook 'register_model' is not a benchharness hook; did you mean 'register_models'\?"):
+        host.register(plugin, name="misspelt")
+    assert not host.pm.is_registered(plugin) and host.failures == []
+    assert "baseline" in host.techniques
+
+
+def test_inline_plugin_with_a_taken_name_is_refused():
+    """An inline plugin under the name of a loaded one is a PluginError, not a pluggy ValueError."""
+    host = bare_host()
+    with pytest.raises(PluginError, match="'benchharness.plugins.baseline' is already loaded"):
+        host.register(InlinePlugin(), name="benchharness.plugins.baseline")
+    assert "inline_technique" not in host.techniques
+
+
+@pytest.mark.parametrize(
+    "attributes, problem",
+    [
+        ({"NAME": "bad_kind", "KIND": "sideways"}, "KIND 'sideways' is neither 'transform' nor 'mode'"),
+        ({"NAME": "bad_config", "Config": dict}, "its Config is not a pydantic model"),
+        ({"NAME": ""}, "without a NAME"),
+    ],
+)
+def test_invalid_technique_attributes_are_refused(attributes, problem):
+    """A technique's KIND, Config and NAME are checked when it is registered, not when a suite first uses it."""
+    technique = type("Invalid", (Technique,), attributes)
+
+    class Plugin:
+        @hookimpl
+        def register_techniques(self, register):
+            register(technique)
+
+    host = bare_host()
+    with pytest.raises(PluginError, match=problem):
+        host.register(Plugin(), name="invalid")
+
+
+# ------------------------------------------------- hints for suites that need a skipped plugin
+
+
+def test_unknown_name_hint_names_the_plugins_that_failed():
+    """When a suite names something missing, the hint says which plugins failed to load, and why."""
+    from benchharness.errors import SuiteError
+    from benchharness.suite import load_suite_text
+
+    path = str(TEST_PLUGINS / "nameless.py")
+    host = bare_host(extra=(path,))
+    hint = host.techniques.suggest("nameless_sibling")
+    assert f"plugin {path!r} (--plugin {path}) was skipped: " in hint and "without a NAME" in hint
+    text = 'models = ["small_cnn"]\ndevices = ["cpu"]\n[data]\nname = "digits"\n[[techniques]]\nsteps = ["nameless_sibling"]\n'
+    with pytest.raises(SuiteError) as raised:
+        load_suite_text(text, "needs.toml", host)
+    assert "unknown technique 'nameless_sibling'" in str(raised.value) and f"{path!r}" in str(raised.value)
+
+
+def test_unknown_name_hint_names_blocked_plugins(monkeypatch):
+    """A plugin kept out by BENCHHARNESS_DISABLE_PLUGINS is named in the hint, with the variable."""
+    monkeypatch.setenv("BENCHHARNESS_DISABLE_PLUGINS", "benchharness.plugins.baseline")
+    host = PluginHost(PluginOptions(entry_points=False))
+    assert "plugin 'benchharness.plugins.baseline' is blocked by BENCHHARNESS_DISABLE_PLUGINS" in host.techniques.suggest("baseline")
+    assert "blocked" not in bare_host().techniques.suggest("nothing_like_it")
+
+
+# ------------------------------------------------- the command line with broken plugins
+
+
+SUITE_NEEDING = 'models = ["small_cnn"]\ndevices = ["cpu"]\n[data]\nname = "digits"\n[[techniques]]\nsteps = ["{technique}"]\n'
+
+
+@pytest.mark.parametrize("plugin", ["misspelt_hook.py", "wrong_argument.py", "nameless.py", "raising_register.py", "exits_on_import.py"])
+def test_cli_goes_on_without_a_broken_plugin(plugin, tmp_path):
+    """`list` and `validate` of a suite that does not need the broken plugin work; the plugin is named as skipped."""
+    path = str(TEST_PLUGINS / plugin)
+    listed = CliRunner().invoke(cli_group, ["list", "plugins", "--plugin", path], terminal_width=400, env={"COLUMNS": "400"})
+    assert listed.exit_code == 0, listed.output
+    assert plugin in listed.output and "benchharness.plugins.baseline" in listed.output
+    suite = tmp_path / "fine.toml"
+    suite.write_text(SUITE_NEEDING.format(technique="baseline"))
+    validated = CliRunner().invoke(cli_group, ["validate", str(suite), "--plugin", path])
+    assert validated.exit_code == 0, validated.output
+
+
+def test_cli_exits_2_when_the_suite_needs_the_broken_plugin(tmp_path):
+    """A suite naming a technique of a skipped plugin exits 2, and the message says the plugin was skipped and why."""
+    path = str(TEST_PLUGINS / "nameless.py")
+    suite = tmp_path / "needs.toml"
+    suite.write_text(SUITE_NEEDING.format(technique="nameless_sibling"))
+    result = CliRunner().invoke(cli_group, ["validate", str(suite), "--plugin", path], terminal_width=400, env={"COLUMNS": "400"})
+    assert result.exit_code == 2
+    assert "unknown technique 'nameless_sibling'" in result.output and "nameless.py" in result.output and "without a NAME" in result.output
+
+
+@pytest.fixture
+def broken_distribution(tmp_path):
+    """An installed distribution (on PYTHONPATH) with a misspelt-hook plugin and one whose later hooks raise."""
+    for module, source in (("typo_plugin", "misspelt_hook.py"), ("noisy_plugin", "raising_runtime.py")):
+        (tmp_path / f"{module}.py").write_text((TEST_PLUGINS / source).read_text())
+    info = tmp_path / "broken_dist-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-dist\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[benchharness]\ntypo = typo_plugin\nnoisy = noisy_plugin\n")
+    return tmp_path
+
+
+def run_console(args: list[str], pythonpath: Path) -> subprocess.CompletedProcess:
+    """Run `benchharness ARGS` through the console entry point (cli.main) in a fresh process that loads entry points."""
+    import os
+
+    env = {key: value for key, value in os.environ.items() if key != "BENCHHARNESS_DISABLE_PLUGINS"}
+    env.update(PYTHONPATH=str(pythonpath), COLUMNS="400")
+    return subprocess.run([sys.executable, "-m", "benchharness.cli", *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"]])
+def test_console_help_and_version_survive_broken_entry_points(broken_distribution, args):
+    """`--help` and `--version` work with installed plugins that are broken; the register_commands failure is a warning."""
+    result = run_console(args, broken_distribution)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert ("Usage:" in result.stdout) if args == ["--help"] else (benchharness.__version__ in result.stdout)
+    assert "plugin 'noisy' (distribution broken-dist 0.1) failed in register_commands" in result.stderr
+
+
+def test_console_list_names_the_broken_entry_point(broken_distribution):
+    """`list plugins` shows the skipped plugin and its problem; the working one is listed."""
+    result = run_console(["list", "plugins"], broken_distribution)
+    assert result.returncode == 0, result.stderr
+    assert "typo" in result.stdout and "'register_technique' is not a benchharness hook" in result.stdout
+    assert "noisy" in result.stdout
