@@ -14,6 +14,7 @@ from rich.table import Table
 
 from benchharness import __version__
 from benchharness.errors import HarnessError, SuiteError
+from benchharness.store import TORN_FILE, RecordNotWritten
 from benchharness.host import PluginHost, PluginOptions
 
 EXIT_FAILED_CELLS = 1
@@ -77,56 +78,101 @@ def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str
     cell, written as each cell ends. Exit code: 0 when every cell is ok or
     skipped, 1 when any failed or timed out, 2 on bad input, 130 when interrupted.
     """
-    from benchharness.runner import launch_workers
-
-    launch_workers()
-    from benchharness.matrix import expand
-    from benchharness.runner import Runner
     from benchharness.store import RunDir
-    from benchharness.suite import load_suite, load_suite_text
 
     try:
         if resume:
             if suite or overrides:
                 raise HarnessError("--resume RUN_DIR reruns the suite as it was started: give no SUITE and no --set with it")
             run_dir = RunDir.open(resume)
-            run_dir.lock()
             info = run_dir.read_info()
-            host = make_host(tuple(info.get("plugin_options", {}).get("extra", ())) + plugins)
-            loaded = load_suite_text(info["suite"]["text"], info["suite"]["source"], host, info["suite"]["name"], info["suite"].get("overrides"))
+            run_dir.lock()
+            loaded, host = load_resumed_suite(info, plugins)
         else:
+            from benchharness.suite import load_suite
+
             host = make_host(plugins)
             loaded = load_suite(suite or default_suite(), host, list(overrides))
             run_dir = RunDir.create(out, loaded.name)
             run_dir.lock()
+        warn_about_skipped_lines(run_dir)
     except HarnessError as error:
         fail(error)
-    from benchharness.cache import default_cache_dir
-
-    use_cache = loaded.spec.run.cache and not no_cache
-    runner = Runner(loaded, host, run_dir, errors, cache_dir=(cache_dir or default_cache_dir()) if use_cache else None)
-    if not resume:
-        run_dir.write_info(runner.describe())
-    cells = expand(loaded)
-    finished = run_dir.finished_cell_ids()
-    todo = [cell for cell in cells if cell.id not in finished]
-    errors.print(f"[bold]{loaded.name}[/]: {len(todo)} of {len(cells)} cells to run -> {run_dir.path}")
-    warn_if_busy()
-    summary = runner.run(todo)
+    try:
+        summary, runner = run_cells(loaded, host, run_dir, resume is not None, no_cache, cache_dir)
+    except KeyboardInterrupt:
+        exit_interrupted(run_dir)
+    except RecordNotWritten as error:
+        errors.print(f"[red]error:[/] {error}", soft_wrap=True, highlight=False)
+        sys.exit(EXIT_FAILED_CELLS)
     counts = ", ".join(f"{count} {status}" for status, count in sorted(summary.counts.items())) or "no cells run"
-    console.print(f"results: {run_dir.results_path} ({counts})")
+    console.print(f"results: {run_dir.results_path} ({counts})", soft_wrap=True, highlight=False)
     report_path = write_report_if_possible(run_dir, host)
     if report_path:
-        console.print(f"report:  {report_path}")
+        console.print(f"report:  {report_path}", soft_wrap=True, highlight=False)
     if summary.noisy:
         errors.print(f"[yellow]warning:[/] {len(summary.noisy)} cell(s) were measured on a disturbed machine; their latencies are unreliable:")
         for cell_id, reason in summary.noisy.items():
             errors.print(f"  [yellow]noisy[/] {cell_id}: {reason}", highlight=False)
     if summary.interrupted:
-        errors.print(f"[yellow]interrupted.[/] resume with: benchharness run --resume {run_dir.path}")
-        sys.exit(EXIT_INTERRUPTED)
+        exit_interrupted(run_dir)
     if summary.any_failed:
         sys.exit(EXIT_FAILED_CELLS)
+
+
+def exit_interrupted(run_dir: Any) -> None:
+    """Print the resume command (unwrapped) and exit 130; further Ctrl-C presses are ignored while exiting."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    errors.print(f"[yellow]interrupted.[/] resume with: benchharness run --resume {run_dir.path}", soft_wrap=True, highlight=False)
+    sys.exit(EXIT_INTERRUPTED)
+
+
+def load_resumed_suite(info: dict[str, Any], plugins: tuple[str, ...]) -> tuple[Any, PluginHost]:
+    """The suite a run was started with (from its ``run.json``) and a host with the plugins it used plus ``plugins``."""
+    from benchharness.suite import load_suite_text
+
+    stored = info.get("plugin_options", {}).get("extra", [])
+    host = make_host(tuple(dict.fromkeys([*stored, *plugins])))
+    suite = info["suite"]
+    return load_suite_text(suite["text"], suite["source"], host, suite["name"], suite.get("overrides")), host
+
+
+def run_cells(loaded: Any, host: PluginHost, run_dir: Any, resuming: bool, no_cache: bool, cache_dir: Path | None) -> tuple[Any, Any]:
+    """Start the workers, describe the run in ``run.json`` (once), run the missing cells; (summary, runner).
+
+    A preliminary ``run.json`` is written before anything slow starts, so Ctrl-C at any moment leaves a run that resumes.
+    """
+    from benchharness.cache import default_cache_dir
+    from benchharness.describe import preliminary_info
+    from benchharness.matrix import expand
+    from benchharness.runner import Runner, launch_workers
+
+    if not resuming:
+        run_dir.write_info(preliminary_info(loaded, host))
+    launch_workers(run_dir.log_path("forkserver"))
+    use_cache = loaded.spec.run.cache and not no_cache
+    runner = Runner(loaded, host, run_dir, errors, cache_dir=(cache_dir or default_cache_dir()) if use_cache else None)
+    if not run_dir.read_info().get("described", True):
+        run_dir.write_info(runner.describe())
+    cells = expand(loaded)
+    finished = run_dir.finished_cell_ids()
+    todo = [cell for cell in cells if cell.id not in finished]
+    errors.print(f"[bold]{loaded.name}[/]: {len(todo)} of {len(cells)} cells to run -> {run_dir.path}", soft_wrap=True, highlight=False)
+    warn_if_busy()
+    return runner.run(todo), runner
+
+
+def warn_about_skipped_lines(run_dir: Any) -> None:
+    """Name the lines of ``results.jsonl`` that are not usable records (their cells run again on resume)."""
+    from benchharness.store import describe_skipped
+
+    if run_dir.torn_tail:
+        errors.print(f"[yellow]warning:[/] {run_dir.results_path} ended in a torn record ({len(run_dir.torn_tail)} bytes), moved to {run_dir.path / TORN_FILE}; its cell runs again", soft_wrap=True, highlight=False)
+    _, skipped = run_dir.read_records()
+    if skipped:
+        errors.print(f"[yellow]warning:[/] {describe_skipped(run_dir.results_path, skipped)}", soft_wrap=True, highlight=False)
 
 
 def warn_if_busy() -> None:
@@ -261,8 +307,10 @@ def probe(as_json: bool, plugins: tuple[str, ...]) -> None:
 def report(run_dir: Path, output: Path | None, cdn: bool, plugins: tuple[str, ...]) -> None:
     """Write the HTML report of RUN_DIR (also of a run that is still going or was killed)."""
     from benchharness.report import write_report
+    from benchharness.store import RunDir
 
     try:
+        warn_about_skipped_lines(RunDir.open(run_dir))
         path = write_report(run_dir, output, cdn=cdn, host=make_host(plugins))
     except HarnessError as error:
         fail(error)

@@ -17,20 +17,34 @@ def run_info(suite: Any, host: PluginHost, probes: dict[str, Any] | None = None)
     ``probes`` is :func:`describe_probes`'s result when the caller already has it.
     """
     from benchharness import conditions
-    from benchharness.matrix import expand
-    from benchharness.store import environment, now_iso
+    from benchharness.store import environment
 
     versions = host.plugin_versions()
     measure = suite.spec.measure
     return {
+        **preliminary_info(suite, host),
         "conditions": conditions.describe(measure.cpus, measure.thread_count()),
-        "suite": {"name": suite.name, "source": suite.source, "sha256": suite.sha256, "text": suite.text, "overrides": suite.overrides},
-        "created_at": now_iso(),
         "environment": environment(suite.source),
         "probes": describe_probes(host) if probes is None else probes,
         "plugins": [{"name": name, "source": source, "version": versions[name]} for name, source in host.plugin_rows()],
+        "described": True,
+    }
+
+
+def preliminary_info(suite: Any, host: PluginHost) -> dict[str, Any]:
+    """What ``--resume`` needs, written before the workers start so a run stopped at any moment can be resumed.
+
+    ``described`` is False until :func:`run_info`'s full description replaces it.
+    """
+    from benchharness.matrix import expand
+    from benchharness.store import now_iso
+
+    return {
+        "suite": {"name": suite.name, "source": suite.source, "sha256": suite.sha256, "text": suite.text, "overrides": suite.overrides},
+        "created_at": now_iso(),
         "plugin_options": {"extra": list(host.options.extra)},
         "cells": [cell.id for cell in expand(suite)],
+        "described": False,
     }
 
 

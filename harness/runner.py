@@ -11,9 +11,10 @@ import multiprocessing
 import signal
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -41,18 +42,51 @@ def worker_context() -> Any:
     return _context
 
 
-def launch_workers() -> None:
-    """Start the forkserver in the background: it imports torch and the plugins while the caller goes on."""
+def launch_workers(log_path: Path | None = None) -> None:
+    """Start the forkserver in the background: it imports torch and the plugins while the caller goes on.
+
+    The forkserver ignores Ctrl-C (the runner decides what Ctrl-C stops) and writes to ``log_path``
+    (or nowhere), never to the caller's stdout, which it would otherwise hold open after the caller exits.
+    """
     from multiprocessing import forkserver
 
     worker_context()
-    forkserver.ensure_running()
+    with _detached_child_start(log_path):
+        forkserver.ensure_running()
+
+
+@contextmanager
+def _detached_child_start(log_path: Path | None) -> Iterator[None]:
+    """While the block starts a child process: SIGINT ignored, stdout and stderr sent to ``log_path`` (or /dev/null)."""
+    import os
+    import sys
+
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: leave the signal alone
+        previous = None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    target = os.open(str(log_path) if log_path else os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for descriptor in (*saved, target):
+            os.close(descriptor)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 def start_workers() -> None:
     """Start the forkserver (if needed) and wait until it has imported everything, so no cell is charged for that."""
     from benchharness.tasks import ready
 
+    launch_workers()
     process = worker_context().Process(target=ready, name="warm-up")
     process.start()
     process.join()
@@ -112,6 +146,7 @@ class Runner:
         self.cache_dir = cache_dir
         self.console = console or Console(stderr=True)
         self._interrupts = 0
+        self._skip_reasons: Counter = Counter()
         self._device_reasons: dict[str, str] = {}
         self._cells = {cell.id: cell for cell in expand(suite)}
         self._plugin_versions = host.plugin_versions()
@@ -234,6 +269,9 @@ class Runner:
                         summary.interrupted = True
                         break
                 progress.update(self._bar, description="done" if not summary.interrupted else "interrupted")
+                for reason, count in self._skip_reasons.items():
+                    if count > 1:
+                        progress.console.print(f"[yellow]skipped[/] {count - 1} more cell(s) for the same reason: {reason}", highlight=False)
         finally:
             signal.signal(signal.SIGINT, previous_handler)
         return summary
@@ -291,7 +329,10 @@ class Runner:
         summary.counts[record["status"]] += 1
         if record.get("noisy"):
             summary.noisy[record["cell"]["id"]] = record.get("noise_reason") or "noisy"
-        self._progress.console.print(describe_record(record))
+        if record["status"] == "skipped":
+            self._skip_reasons[record.get("error_message")] += 1
+        if record["status"] != "skipped" or self._skip_reasons[record.get("error_message")] == 1:
+            self._progress.console.print(describe_record(record), highlight=False)
         self._progress.advance(self._bar)
 
 

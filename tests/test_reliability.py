@@ -125,3 +125,49 @@ def test_diverging_training_is_recorded_as_diverged(tmp_path):
     (record,) = RunDir(run_path).records()
     assert (record["status"], record["error_type"]) == ("failed", "diverged")
     assert "lower the learning rate" in record["error_message"]
+
+
+OFFLINE_SUITE = 'name = "offline"\nmodels = ["mlp"]\ndevices = ["offline"]\nrepeats = 4\n[data]\nname = "digits"\n'
+
+
+def test_ctrl_c_while_workers_start_gives_the_resume_command(tmp_path):
+    """Ctrl-C (twice, to the whole process group) while the forkserver imports torch: exit 130, the resume command unwrapped, no traceback.
+
+    The forkserver writes to its log, not to the caller's stdout, so a pipe reading the run closes when the runner exits.
+    """
+    suite = tmp_path / "offline.toml"
+    suite.write_text(OFFLINE_SUITE)
+    out = tmp_path / ("a-long-directory-name-so-that-the-resume-command-is-longer-than-eighty-columns" * 2)
+    command = [sys.executable, "-m", "benchharness.cli", "run", str(suite), "--out", str(out), "--plugin", str(TEST_PLUGINS / "offline_device.py")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not list(out.glob("offline-*/run.json")) or not psutil.Process(process.pid).children():
+        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read()
+        time.sleep(0.02)
+    (run_path,) = [path.parent for path in out.glob("offline-*/run.json")]
+    pipe = f"pipe:[{os.fstat(process.stdout.fileno()).st_ino}]"
+    for child in psutil.Process(process.pid).children(recursive=True):
+        assert os.readlink(f"/proc/{child.pid}/fd/1") != pipe, f"{child.cmdline()} holds the caller's stdout"
+    os.killpg(process.pid, signal.SIGINT)
+    time.sleep(0.3)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert f"resume with: benchharness run --resume {run_path}\n" in output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output and "Aborted" not in output
+    resumed = CliRunner().invoke(cli, ["run", "--resume", str(run_path)], terminal_width=400)
+    assert resumed.exit_code == 0, resumed.output
+    assert len(RunDir(run_path).records()) == 4
+    assert json.loads((run_path / "run.json").read_text())["described"] is True
+
+
+def test_a_bad_suite_exits_at_once_and_releases_stdout(tmp_path):
+    """`$(benchharness run bad.toml)` returns as soon as the process exits: no forkserver is started for a bad suite."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('models = ["nope"]\n[data]\nname = "digits"\n')
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "benchharness.cli", "run", str(bad), "--out", str(tmp_path / "runs")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert time.monotonic() - started < 4.0
+    assert not (tmp_path / "runs").exists()

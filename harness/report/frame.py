@@ -7,15 +7,14 @@ model, device, repeat and batch size.
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from benchharness.store import RunDir
+from benchharness.store import RunDir, SkippedLine
 
 CELL_COLUMNS = ["cell_id", "model", "technique", "device", "repeat", "status", "error_type", "error_message", "noisy", "noise_reason"]
 METRIC_COLUMNS = [
@@ -39,6 +38,7 @@ class Run:
     path: Path
     info: dict[str, Any]
     records: list[dict[str, Any]]
+    skipped: list[SkippedLine] = field(default_factory=list)
 
     @property
     def reference(self) -> str | None:
@@ -53,10 +53,9 @@ class Run:
 def load_run(path: Path) -> Run:
     """Read a run directory, even one that is still running or was killed (complete records only)."""
     run_dir = RunDir.open(Path(path))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        records = run_dir.records()
-    return Run(run_dir.path, run_dir.read_info(), records)
+    info = run_dir.read_info()
+    records, skipped = run_dir.read_records()
+    return Run(run_dir.path, info, records, skipped)
 
 
 def tidy_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
