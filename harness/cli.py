@@ -372,10 +372,14 @@ def cache_list(cache_dir: Path | None) -> None:
     from benchharness.cache import ArtifactCache, default_cache_dir
 
     store = ArtifactCache(cache_dir or default_cache_dir())
-    entries = store.entries()
-    click.echo(f"{store.root}: {len(entries)} entries")
+    entries, unusable = store.scan()
+    click.echo(f"{store.root}: {len(entries)} entries" + (f", {len(unusable)} unusable" if unusable else ""))
     for entry in entries:
         click.echo(f"{entry.key[:12]}  {entry.size_bytes / 1e6:8.2f} MB  {entry.created_at}  {entry.description}")
+    for entry in unusable:
+        click.echo(f"unusable: {entry.path}: {entry.reason}")
+    if unusable:
+        click.echo("an unusable entry is rebuilt by the next run that needs it; `benchharness cache clear` removes them all")
 
 
 @cache.command(name="clear")

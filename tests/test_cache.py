@@ -256,7 +256,6 @@ def test_cache_commands_do_not_crash_on_unusable_entries(tmp_path):
     assert "removed 5 entries" in cleared.output and not any(tmp_path.iterdir())
 
 
-@pytest.mark.xfail(strict=True, reason="needs harness/cli.py's `cache list` to print ArtifactCache.scan()'s unusable entries (issue 10)")
 def test_cache_list_names_unusable_entries(tmp_path):
     """`cache list` counts the unusable entries and names each with its reason."""
     _, broken = damaged_cache(tmp_path)
