@@ -287,17 +287,30 @@ class HookCaller:
         self._pm = pm
         self._where = where
 
-    def _call(self, hook: str, **arguments: Any) -> None:
+    def _call(self, hook: str, after: Callable[[str], None] = lambda plugin: None, **arguments: Any) -> None:
         for impl in reversed(getattr(self._pm.hook, hook).get_hookimpls()):
             try:
                 impl.function(**{name: arguments[name] for name in impl.argnames})
             except (Exception, SystemExit) as error:
-                where = self._where(impl.plugin_name)
-                warnings.warn(f"plugin {impl.plugin_name!r} ({where}) failed in {hook}: {describe_error(error)}; ignored", stacklevel=3)
+                self._warn(impl.plugin_name, f"failed in {hook}: {describe_error(error)}; ignored")
+            after(impl.plugin_name)
+
+    def _warn(self, plugin: str, problem: str) -> None:
+        warnings.warn(f"plugin {plugin!r} ({self._where(plugin)}) {problem}", stacklevel=4)
 
     def register_commands(self, cli: Any) -> None:
-        """Let plugins add commands to ``cli``."""
-        self._call("register_commands", cli=cli)
+        """Let plugins add commands to ``cli``; a plugin that replaces or removes a command already there is undone."""
+        commands = getattr(cli, "commands", {})
+        kept = dict(commands)
+
+        def restore(plugin: str) -> None:
+            taken = [name for name, command in kept.items() if commands.get(name) is not command]
+            if taken:
+                commands.update({name: kept[name] for name in taken})
+                self._warn(plugin, f"replaced or removed the command(s) {', '.join(map(repr, taken))} in register_commands; kept the original ones")
+            kept.update(commands)
+
+        self._call("register_commands", after=restore, cli=cli)
 
     def register_report_sections(self, register: Any) -> None:
         """Let plugins add report sections."""
@@ -327,7 +340,7 @@ class PluginHost:
         for name in DEFAULT_PLUGINS:
             self._load(name, lambda name=name: importlib.import_module(name), BUILTIN, blocked, __version__)
         if self.options.entry_points:
-            for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
+            for entry_point in self._entry_points():
                 distribution, version = _distribution(entry_point)
                 self._load(entry_point.name, entry_point.load, distribution, blocked, version)
         files: set[Path] = set()
@@ -375,6 +388,22 @@ class PluginHost:
         notes = [str(failure) for failure in self.failures]
         blocker = DISABLE_ENV if self.options.disabled is None else "PluginOptions.disabled"
         return notes + [f"plugin {name!r} is blocked by {blocker}" for name in self.blocked]
+
+    def _entry_points(self) -> list[metadata.EntryPoint]:
+        """The installed entry points of the group; a distribution whose entry points cannot be read is a failure."""
+        try:
+            return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+        except Exception:
+            pass
+        found = []
+        for dist in metadata.distributions():
+            try:
+                found += [entry_point for entry_point in dist.entry_points if entry_point.group == ENTRY_POINT_GROUP]
+            except Exception as error:
+                name, version = _distribution_name(dist)
+                problem = f"its entry points cannot be read: {describe_error(error)}; reinstall the distribution"
+                self.failures.append(PluginFailure(name, problem, name, version))
+        return found
 
     def _load(self, name: str, load: Callable[[], Any], source: str, blocked: set[str], version: str | None = None) -> None:
         if name in blocked:
@@ -489,10 +518,17 @@ def _collector(items: list[Any]) -> Callable[[Any], None]:
     return register
 
 
-def _distribution(entry_point: metadata.EntryPoint) -> tuple[str, str | None]:
-    """The name and version of the distribution that declares ``entry_point`` ("unknown", None when unreadable)."""
+def _distribution_name(dist: metadata.Distribution | None) -> tuple[str, str | None]:
+    """The name and version of ``dist`` ("unknown", None when it is missing or unreadable)."""
     try:
-        dist = entry_point.dist
         return (dist.name or "unknown", dist.version) if dist else ("unknown", None)
+    except Exception:
+        return "unknown", None
+
+
+def _distribution(entry_point: metadata.EntryPoint) -> tuple[str, str | None]:
+    """The name and version of the distribution that declares ``entry_point``."""
+    try:
+        return _distribution_name(entry_point.dist)
     except Exception:
         return "unknown", None

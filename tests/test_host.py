@@ -547,3 +547,48 @@ def test_console_list_names_the_broken_entry_point(broken_distribution):
     assert result.returncode == 0, result.stderr
     assert "typo" in result.stdout and "'register_technique' is not a benchharness hook" in result.stdout
     assert "noisy" in result.stdout
+
+
+def test_a_plugin_cannot_replace_or_remove_existing_commands():
+    """register_commands may add commands; replacing or removing one already there is undone with a warning."""
+    path = str(TEST_PLUGINS / "command_thief.py")
+    host = bare_host(extra=(path,))
+    group = click.Group("test")
+    run, listing = click.Command("run", callback=lambda: click.echo("real run")), click.Command("list", callback=lambda: None)
+    group.add_command(run)
+    group.add_command(listing)
+    with pytest.warns(UserWarning, match=rf"plugin {path!r} \(--plugin {path}\) replaced or removed the command\(s\) 'run', 'list' in register_commands; kept the original ones"):
+        host.hooks.register_commands(cli=group)
+    assert group.commands["run"] is run and group.commands["list"] is listing
+    assert CliRunner().invoke(group, ["extra"]).output.strip() == "extra from the command thief"
+
+
+def test_entry_point_named_like_a_loaded_plugin_is_skipped(tmp_path, monkeypatch):
+    """An entry point whose name a loaded plugin already has is skipped with a failure, not a pluggy error."""
+    (tmp_path / "impostor_plugin.py").write_text((TEST_PLUGINS / "nowhere_device.py").read_text())
+    info = tmp_path / "impostor-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: impostor\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[benchharness]\nbenchharness.plugins.baseline = impostor_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    host = bare_host(entry_points=True)
+    (failure,) = host.failures
+    assert str(failure) == (
+        "plugin 'benchharness.plugins.baseline' (distribution impostor 1.0) was skipped: a plugin named "
+        "'benchharness.plugins.baseline' is already loaded (benchharness (built-in)); give this one another name"
+    )
+    assert "nowhere" not in host.probes and "baseline" in host.techniques
+
+
+def test_unreadable_entry_points_skip_only_their_distribution(installed_distribution):
+    """A distribution whose entry_points.txt cannot be decoded is a failure; other distributions' plugins still load."""
+    info = installed_distribution / "garbled-2.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: garbled\nVersion: 2.0\n")
+    (info / "entry_points.txt").write_bytes(b"[benchharness]\ngarbled = garbled_plugin\xff\xfe\n")
+    host = bare_host(entry_points=True)
+    assert "entry_point_technique" in host.techniques and "baseline" in host.techniques
+    garbled = [failure for failure in host.failures if failure.name == "garbled"]
+    assert len(garbled) == 1
+    assert str(garbled[0]).startswith("plugin 'garbled' (distribution garbled 2.0) was skipped: its entry points cannot be read: UnicodeDecodeError")
+    assert garbled[0].error.endswith("; reinstall the distribution")
