@@ -10,12 +10,13 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from benchharness import __version__
 from benchharness.errors import HarnessError, SuiteError
 from benchharness.store import TORN_FILE, RecordNotWritten
-from benchharness.host import PluginHost, PluginOptions
+from benchharness.host import PluginHost, PluginOptions, describe_source
 
 EXIT_FAILED_CELLS = 1
 EXIT_BAD_INPUT = 2
@@ -43,7 +44,7 @@ def make_host(plugins: tuple[str, ...]) -> PluginHost:
     """A plugin host with the extra plugins, reporting plugins that failed to load."""
     host = PluginHost(PluginOptions(extra=tuple(plugins)))
     for failure in host.failures:
-        errors.print(f"[yellow]warning:[/] plugin {failure.name!r} failed to load and was skipped: {failure.error}")
+        errors.print(f"[yellow]warning:[/] {escape(str(failure))}", highlight=False, soft_wrap=True)
     return host
 
 
@@ -244,7 +245,7 @@ def plugin_table(host: PluginHost, kind: str) -> Table:
         for name, source in host.plugin_rows():
             table.add_row(name, source)
         for failure in host.failures:
-            table.add_row(f"[red]{failure.name}[/]", f"[red]failed to load: {failure.error}[/]")
+            table.add_row(f"[red]{failure.name}[/]", f"[red]{escape(describe_source(failure.source, failure.version))}: skipped: {escape(failure.error)}[/]")
         return table
     registry = {"techniques": host.techniques, "models": host.models, "datasets": host.datasets, "probes": host.probes}[kind]
     for column in ("name", "description", "plugin", "distribution"):
@@ -394,11 +395,17 @@ def cache_clear(cache_dir: Path | None) -> None:
 
 def main() -> None:
     """Console-script entry point: load plugins' commands, then run the CLI."""
+    import warnings
+
     try:
-        host = PluginHost()
-        host.hooks.register_commands(cli=cli)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            host = PluginHost()
+            host.hooks.register_commands(cli=cli)
     except HarnessError as error:
         fail(error)
+    for warning in caught:
+        errors.print(f"[yellow]warning:[/] {escape(str(warning.message))}", highlight=False, soft_wrap=True)
     cli()
 
 

@@ -99,11 +99,11 @@ class RunDir:
 
     def log_path(self, cell_id: str) -> Path:
         """The log file that captures a cell worker's output."""
-        return self.path / LOGS_DIR / (_file_stem(cell_id) + ".log")
+        return check_inside(self.path / LOGS_DIR, _file_stem(cell_id) + ".log", "the cell id")
 
     def artifact_path(self, cell_id: str) -> Path:
         """Where a built cell's final model waits to be timed (removed once its group is timed)."""
-        return self.path / MODELS_DIR / (_file_stem(cell_id) + ".pt")
+        return check_inside(self.path / MODELS_DIR, _file_stem(cell_id) + ".pt", "the cell id")
 
     @classmethod
     def create(cls, out_root: Path, suite_name: str) -> "RunDir":
