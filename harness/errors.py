@@ -33,10 +33,16 @@ class SuiteError(HarnessError):
     file: str
     problems: list[SuiteProblem] = field(default_factory=list)
 
+    SHOWN = 20
+
     def __str__(self) -> str:
+        """The file and the problem count, then the first :attr:`SHOWN` problems and how many more there are."""
         count = len(self.problems)
-        lines = [f"{self.file}: invalid suite ({count} problem{'s' if count != 1 else ''})"]
-        lines += [f"  {self.file}: {problem}" for problem in self.problems]
+        lines = [f"{self.file}: invalid suite ({count:,} problem{'s' if count != 1 else ''})"]
+        lines += [f"  {self.file}: {problem}" for problem in self.problems[: self.SHOWN]]
+        rest = count - self.SHOWN
+        if rest > 0:
+            lines.append(f"  ... and {rest:,} more problem{'s' if rest != 1 else ''}")
         return "\n".join(lines)
 
 

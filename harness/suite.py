@@ -6,23 +6,71 @@ Then every name is looked up among the registered plugins and every step's
 parameters are validated by its technique's ``Config``. All problems are
 collected and raised together as one :class:`SuiteError` that names the file,
 the key path, what was expected and what was found.
+
+Inputs are bounded so that every bad one fails at once: the file must be a regular
+file of at most 1 MiB, arrays and tables may nest at most 32 levels, names must be
+safe as parts of file names, and the matrix may have at most 100,000 cells.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
+import os
 import re
+import stat
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from benchharness.errors import SuiteError, SuiteProblem
 
 if TYPE_CHECKING:
     from benchharness.host import PluginHost
+
+MAX_SUITE_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_CELLS = 100_000
+MAX_SEED = 2**32 - 1
+HINTED = 100
+NAME_MAX = 64
+NAME_RULE = f"1 to {NAME_MAX} characters among letters, digits and . _ - +, not starting with . - or +"
+_NAME = re.compile(rf"[A-Za-z0-9_][A-Za-z0-9._+-]{{0,{NAME_MAX - 1}}}")
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a suite or a pipeline (it becomes part of directory and file names), or None."""
+    if _NAME.fullmatch(value):
+        return None
+    bad = _NAME_CHARS.search(value)
+    if len(value) > NAME_MAX:
+        detail = f" (this one has {len(value)})"
+    elif bad:
+        detail = f" ({bad.group()!r} is not allowed)"
+    elif value:
+        detail = f" ({value[0]!r} may not come first)"
+    else:
+        detail = ""
+    return f"a name of {NAME_RULE}{detail}"
+
+
+def _check_name(value: str) -> str:
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def safe_name(text: str) -> str:
+    """``text`` made into a valid name: runs of other characters become '_', leading '.', '-' and '+' go, at most 64 characters."""
+    name = re.sub(r"[^A-Za-z0-9._+-]+", "_", text).lstrip(".-+")[:NAME_MAX]
+    return name or "suite"
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
 
 
 class Section(BaseModel):
@@ -51,9 +99,7 @@ class DataSection(ParametrisedSection):
 class TechniqueEntry(ParametrisedSection):
     """One ``[[techniques]]`` entry: a pipeline of steps, each step's parameters under its name."""
 
-    name: str | None = Field(
-        None, pattern=r"^[^/\s]+$", description="Label of the pipeline in results (no '/' or spaces); defaults to the steps joined by '+'."
-    )
+    name: Name | None = Field(None, description=f"Label of the pipeline in results ({NAME_RULE}); defaults to the steps joined by '+'.")
     steps: list[str] = Field(min_length=1, description="Technique names applied in order, e.g. ['distill', 'prune'].")
 
     @property
@@ -151,9 +197,9 @@ class MatchRule(Section):
 class SuiteSpec(Section):
     """A whole suite, as written in its TOML file."""
 
-    name: str | None = Field(None, description="Name of the suite; defaults to the file's stem.")
+    name: Name | None = Field(None, description=f"Name of the suite ({NAME_RULE}); defaults to the file's stem, made into a valid name.")
     description: str = Field("", description="Free text shown in reports.")
-    seed: int = Field(0, ge=0, description="Seed of repeat 0; repeat r uses seed + r.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of repeat 0; repeat r uses seed + r (at most 2**32 - 1).")
     repeats: int = Field(1, ge=1, le=1000, description="How many times each cell runs.")
     models: list[str] = Field(min_length=1, description="Model names, e.g. 'small_cnn' or 'torchvision:resnet50'.")
     devices: list[str] = Field(["cpu"], min_length=1, description="Device names, e.g. 'cpu', 'cuda'.")
@@ -213,16 +259,24 @@ def _found(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def _hint(problems: list[SuiteProblem], make: Callable[[], Any]) -> Any:
+    """``make()``, unless so many problems came before that nobody reads this one's hint (suggestions take time)."""
+    return make() if len(problems) < HINTED else None
+
+
+def _unknown_key_hint(key: str, known: list[str]) -> str | None:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}?" if close else (f"valid keys: {', '.join(known)}" if known else None)
+
+
 def problems_from_validation(error: ValidationError, model: type[BaseModel], prefix: tuple[Any, ...] = ()) -> list[SuiteProblem]:
     """Turn a pydantic ValidationError into suite problems with key paths and hints."""
-    problems = []
-    for item in error.errors():
+    problems: list[SuiteProblem] = []
+    for item in error.errors(include_url=False):
         loc = tuple(part for part in item["loc"] if not (isinstance(part, str) and part.startswith("function-")))
         path = _path(prefix + loc)
         if item["type"] == "extra_forbidden":
-            known = _known_keys(model, loc[:-1])
-            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
-            hint = f"did you mean {close[0]!r}?" if close else (f"valid keys: {', '.join(known)}" if known else None)
+            hint = _hint(problems, lambda: _unknown_key_hint(str(loc[-1]), _known_keys(model, loc[:-1])))
             problems.append(SuiteProblem(path, "unknown key", hint))
         elif item["type"] == "missing":
             problems.append(SuiteProblem(path, "required key is missing", "add it"))
@@ -233,6 +287,7 @@ def problems_from_validation(error: ValidationError, model: type[BaseModel], pre
 
 
 _LINE = re.compile(r"line (\d+)")
+_TOO_DEEP = f"arrays and tables may be nested at most {MAX_DEPTH} levels deep"
 
 
 def parse_toml(text: str, source: str) -> dict[str, Any]:
@@ -243,6 +298,21 @@ def parse_toml(text: str, source: str) -> dict[str, Any]:
         match = _LINE.search(str(error))
         line = int(match.group(1)) if match else None
         raise SuiteError(source, [SuiteProblem("", f"TOML syntax error: {error}", "fix the TOML syntax", line)]) from None
+    except RecursionError:
+        raise SuiteError(source, [SuiteProblem("", "the TOML is nested too deeply to parse", _TOO_DEEP)]) from None
+
+
+def check_depth(raw: dict[str, Any], source: str) -> None:
+    """Raise a SuiteError naming the first array or table nested more than MAX_DEPTH levels deep (walked without recursion)."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(raw, ())]
+    while stack:
+        value, loc = stack.pop()
+        if len(loc) > MAX_DEPTH:
+            raise SuiteError(source, [SuiteProblem(_path(loc), "nested too deeply", _TOO_DEEP)])
+        if isinstance(value, dict):
+            stack.extend((item, loc + (key,)) for key, item in value.items() if isinstance(item, (dict, list)))
+        elif isinstance(value, list):
+            stack.extend((item, loc + (index,)) for index, item in enumerate(value) if isinstance(item, (dict, list)))
 
 
 _KEY_PART = re.compile(r"([A-Za-z0-9_-]+)((?:\[\d+\])*)$")
@@ -260,6 +330,9 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
             value = tomllib.loads(f"value = {value_text}")["value"]
         except tomllib.TOMLDecodeError:
             value = value_text
+        except RecursionError:
+            problems.append(SuiteProblem(path, "the value is nested too deeply to parse", _TOO_DEEP))
+            continue
         target: Any = raw
         steps: list[str | int] = []
         for part in path.strip().split("."):
@@ -289,36 +362,88 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str], source: str) -> d
     return raw
 
 
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _not_a_file(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "something else")
+    return f"not a regular file but {kind}"
+
+
+def _too_large(size: int) -> SuiteProblem:
+    return SuiteProblem("", f"the suite has {size:,} bytes, more than the 1 MiB ({MAX_SUITE_BYTES:,} bytes) a suite may have", "is this the right file?")
+
+
+def read_suite_file(path: Path) -> str:
+    """The text of the suite file at ``path``; pipes, devices and files over 1 MiB are refused without reading them.
+
+    The path is checked with ``os.stat`` before it is opened (opening a FIFO would wait for a writer), and the
+    opened file again, non-blocking, in case the path was replaced in between.
+    """
+
+    def refuse(problem: SuiteProblem) -> SuiteError:
+        return SuiteError(str(path), [problem])
+
+    try:
+        kind = _not_a_file(os.stat(path).st_mode)
+        if kind:
+            raise refuse(SuiteProblem("", kind, "give the path of a suite's .toml file"))
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(descriptor, "rb") as file:
+            status = os.fstat(file.fileno())
+            kind = _not_a_file(status.st_mode)
+            if kind:
+                raise refuse(SuiteProblem("", kind, "give the path of a suite's .toml file"))
+            if status.st_size > MAX_SUITE_BYTES:
+                raise refuse(_too_large(status.st_size))
+            data = file.read(MAX_SUITE_BYTES + 1)
+    except OSError as error:
+        raise refuse(SuiteProblem("", f"cannot read the file: {error.strerror or error}", "check the path")) from None
+    except ValueError as error:
+        raise refuse(SuiteProblem("", f"cannot read the file: {error}", "check the path")) from None
+    if len(data) > MAX_SUITE_BYTES:
+        raise refuse(_too_large(len(data)))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise refuse(SuiteProblem("", f"the file is not UTF-8 text: {error}", "save it as UTF-8")) from None
+
+
 def load_suite(path: str | Path, host: "PluginHost", overrides: list[str] | None = None) -> Suite:
     """Read, parse and validate the suite at ``path``, with ``--set`` overrides applied."""
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as error:
-        raise SuiteError(str(path), [SuiteProblem("", f"cannot read the file: {error.strerror or error}", "check the path")]) from None
-    except UnicodeDecodeError as error:
-        raise SuiteError(str(path), [SuiteProblem("", f"the file is not UTF-8 text: {error}", "save it as UTF-8")]) from None
-    return load_suite_text(text, str(path), host, default_name=path.stem, overrides=overrides)
+    return load_suite_text(read_suite_file(path), str(path), host, default_name=path.stem, overrides=overrides)
 
 
 def load_suite_text(text: str, source: str, host: "PluginHost", default_name: str = "suite", overrides: list[str] | None = None) -> Suite:
-    """Parse and validate suite ``text`` with ``overrides`` applied; ``source`` names it in errors."""
+    """Parse and validate suite ``text`` with ``overrides`` applied; ``source`` names it in errors.
+
+    Without a ``name`` in the text the suite is called ``default_name``, made into a valid name by :func:`safe_name`.
+    """
     overrides = list(overrides or [])
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_SUITE_BYTES:
+        raise SuiteError(source, [_too_large(size)])
     raw = apply_overrides(parse_toml(text, source), overrides, source)
+    check_depth(raw, source)
     try:
         spec = SuiteSpec.model_validate(raw)
     except ValidationError as error:
         raise SuiteError(source, problems_from_validation(error, SuiteSpec)) from None
     problems: list[SuiteProblem] = []
+    _check_seed(spec, problems)
     data_config = _check_data(spec, host, problems)
     step_configs = [_check_technique(index, entry, spec, host, problems) for index, entry in enumerate(spec.techniques)]
     _check_models(spec, host, problems)
     _check_devices(spec, host, problems)
     _check_unique(spec, problems)
     _check_cpus(spec, problems)
+    _check_matrix_size(spec, problems)
     suite = Suite(
         spec=spec,
-        name=spec.name or default_name,
+        name=spec.name if spec.name is not None else safe_name(default_name),
         source=source,
         text=text,
         overrides=overrides,
@@ -362,11 +487,16 @@ def _check_technique(index: int, entry: TechniqueEntry, spec: SuiteSpec, host: "
     configs: dict[str, dict[str, Any]] = {}
     for key in entry.params:
         if key not in entry.steps:
-            hint = difflib.get_close_matches(key, entry.steps + ["name", "steps"], n=1, cutoff=0.5)
-            problems.append(SuiteProblem(f"{where}.{key}", "unknown key: not 'name', 'steps' or one of the steps", f"did you mean {hint[0]!r}?" if hint else f"the steps are {entry.steps}"))
+            hint = _hint(problems, lambda: _step_key_hint(key, entry.steps))
+            problems.append(SuiteProblem(f"{where}.{key}", "unknown key: not 'name', 'steps' or one of the steps", hint))
+    if entry.name is None and all(step in host.techniques for step in entry.steps):
+        problem = name_problem(entry.label)
+        if problem:
+            problems.append(SuiteProblem(f"{where}.steps", f"the pipeline's label {_found(entry.label)}, its steps joined by '+', is not a valid name: {problem}", "give the pipeline a 'name'"))
     for position, step in enumerate(entry.steps):
         if step not in host.techniques:
-            problems.append(SuiteProblem(f"{where}.steps[{position}]", f"unknown technique {step!r}", host.techniques.suggest(step)))
+            hint = _hint(problems, lambda: host.techniques.suggest(step))
+            problems.append(SuiteProblem(f"{where}.steps[{position}]", f"unknown technique {step!r}", hint))
             continue
         technique = host.techniques[step]
         params = entry.params.get(step, {})
@@ -382,6 +512,11 @@ def _check_technique(index: int, entry: TechniqueEntry, spec: SuiteSpec, host: "
     return configs
 
 
+def _step_key_hint(key: str, steps: list[str]) -> str:
+    close = difflib.get_close_matches(key, steps + ["name", "steps"], n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}?" if close else f"the steps are {steps}"
+
+
 def split_model_name(name: str) -> tuple[str, str | None]:
     """Split ``family:variant`` into its parts (variant None when absent)."""
     family, _, variant = name.partition(":")
@@ -393,7 +528,7 @@ def _check_models(spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProbl
         where = f"models[{index}]"
         family_name, variant = split_model_name(name)
         if family_name not in host.models:
-            problems.append(SuiteProblem(where, f"unknown model {name!r}", host.models.suggest(family_name)))
+            problems.append(SuiteProblem(where, f"unknown model {name!r}", _hint(problems, lambda: host.models.suggest(family_name))))
             continue
         variants = host.models[family_name].variants()
         if variants is None and variant is not None:
@@ -401,8 +536,8 @@ def _check_models(spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProbl
         elif variants is not None and variant is None:
             problems.append(SuiteProblem(where, f"model family {family_name!r} needs a variant", f"write e.g. '{family_name}:{variants[0]}'"))
         elif variants is not None and variant not in variants:
-            close = difflib.get_close_matches(variant, variants, n=1, cutoff=0.5)
-            hint = f"did you mean '{family_name}:{close[0]}'?" if close else f"see `benchharness list models`"
+            close = _hint(problems, lambda: difflib.get_close_matches(variant, variants, n=1, cutoff=0.5))
+            hint = f"did you mean '{family_name}:{close[0]}'?" if close else "see `benchharness list models`"
             problems.append(SuiteProblem(where, f"unknown {family_name} model {variant!r}", hint))
 
 
@@ -410,9 +545,26 @@ def _check_devices(spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProb
     devices = host.devices()
     for index, name in enumerate(spec.devices):
         if name not in devices:
-            close = difflib.get_close_matches(name, list(devices), n=1, cutoff=0.5)
+            close = _hint(problems, lambda: difflib.get_close_matches(name, list(devices), n=1, cutoff=0.5))
             hint = f"did you mean {close[0]!r}?" if close else f"registered devices: {', '.join(devices)}"
             problems.append(SuiteProblem(f"devices[{index}]", f"unknown device {name!r}", hint))
+
+
+def _check_seed(spec: SuiteSpec, problems: list[SuiteProblem]) -> None:
+    last = spec.seed + spec.repeats - 1
+    if last > MAX_SEED:
+        problems.append(SuiteProblem("seed", f"the last repeat would use seed {last} (seed + repeats - 1), above the largest seed {MAX_SEED}", "lower seed or repeats"))
+
+
+_MATRIX_NOUNS = (("model", "models"), ("pipeline", "pipelines"), ("device", "devices"), ("repeat", "repeats"))
+
+
+def _check_matrix_size(spec: SuiteSpec, problems: list[SuiteProblem]) -> None:
+    counts = (len(spec.models), len(spec.techniques), len(spec.devices), spec.repeats)
+    cells = counts[0] * counts[1] * counts[2] * counts[3]
+    if cells > MAX_CELLS:
+        parts = " x ".join(f"{count} {noun if count == 1 else plural}" for count, (noun, plural) in zip(counts, _MATRIX_NOUNS))
+        problems.append(SuiteProblem("", f"the matrix would have {cells:,} cells ({parts}), more than {MAX_CELLS:,}", "split the suite or lower repeats"))
 
 
 def _check_cpus(spec: SuiteSpec, problems: list[SuiteProblem]) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from benchharness import Data, Dataset, StrictConfig, hookimpl
 
@@ -15,6 +17,7 @@ CIFAR_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_FILE = "test_batch"
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+MAX_SAMPLE_ELEMENTS = 1 << 24
 
 
 def _standardise(x_train, x_test):
@@ -124,11 +127,21 @@ class Cifar10(Dataset):
 class SyntheticConfig(StrictConfig):
     """Parameters of the synthetic data set."""
 
-    shape: list[int] = Field([3, 32, 32], min_length=1, max_length=4, description="Shape of one sample, e.g. [3, 32, 32].")
+    shape: list[Annotated[int, Field(ge=1)]] = Field(
+        [3, 32, 32], min_length=1, max_length=4, description=f"Shape of one sample, e.g. [3, 32, 32]; at most {MAX_SAMPLE_ELEMENTS:,} elements."
+    )
     classes: int = Field(10, ge=2, le=100_000, description="Number of classes.")
     train_samples: int = Field(1024, ge=1, le=10_000_000, description="Training samples.")
     test_samples: int = Field(256, ge=1, le=10_000_000, description="Test samples.")
-    seed: int = Field(0, ge=0, description="Seed of the generator.")
+    seed: int = Field(0, ge=0, le=2**64 - 1, description="Seed of the generator (at most 2**64 - 1, torch's limit).")
+
+    @field_validator("shape")
+    @classmethod
+    def _sample_size(cls, shape: list[int]) -> list[int]:
+        elements = math.prod(shape)
+        if elements > MAX_SAMPLE_ELEMENTS:
+            raise ValueError(f"a sample of at most {MAX_SAMPLE_ELEMENTS:,} elements (this shape has {elements:,})")
+        return shape
 
 
 class Synthetic(Dataset):

@@ -543,3 +543,180 @@ def test_bundled_cifar_suites_are_valid_with_data(host, tmp_path, name):
     write_fake_cifar(tmp_path)
     suite = load_suite(suite_path, host, [f"data.dir={tmp_path}"])
     assert len(expand(suite)) > 10
+
+
+# ---------------------------------------------------------------- names, seeds, sizes
+
+
+VALID_NAMES = ["quick", "cifar-cpu", "a.b_c+d-1", "_x", "9", "A" * 64, "int8.static"]
+INVALID_NAMES = {
+    "": "; found ''",
+    ".hidden": "('.' may not come first)",
+    "-x": "('-' may not come first)",
+    "+x": "('+' may not come first)",
+    "a b": "(' ' is not allowed)",
+    "a/b": "('/' is not allowed)",
+    "..": "('.' may not come first)",
+    "a\\b": "('\\\\' is not allowed)",
+    "a:b": "(':' is not allowed)",
+    "caf\u00e9": "('\u00e9' is not allowed)",
+    "a\tb": "('\\t' is not allowed)",
+    "x*": "('*' is not allowed)",
+    "a" * 65: "(this one has 65)",
+}
+
+
+def toml_string(value: str) -> str:
+    """``value`` as a TOML basic string (every character escaped, so control characters survive)."""
+    return '"' + "".join(f"\\U{ord(char):08x}" for char in value) + '"'
+
+
+@pytest.mark.parametrize("name", VALID_NAMES)
+def test_valid_names(host, name):
+    """Letters, digits and . _ - + make a name, up to 64 characters, for the suite and for a pipeline."""
+    suite = load_suite_text(f"name = {toml_string(name)}\n" + MINIMAL + f"[[techniques]]\nname = {toml_string(name)}\nsteps = ['baseline']\n", "suite.toml", host)
+    assert suite.name == name and suite.spec.techniques[0].label == name
+
+
+@pytest.mark.parametrize("name, detail", list(INVALID_NAMES.items()), ids=lambda value: repr(value)[:20])
+def test_invalid_names_say_what_is_allowed(host, name, detail):
+    """A name that could leave its directory, hide, or break a file name is rejected with its key path and the rule."""
+    rule = "expected: a name of 1 to 64 characters among letters, digits and . _ - +, not starting with . - or +"
+    suite_problem = only_problem(f"name = {toml_string(name)}\n" + MINIMAL, host)
+    pipeline_problem = only_problem(MINIMAL + f"[[techniques]]\nsteps = ['baseline']\n[[techniques]]\nname = {toml_string(name)}\nsteps = ['prune']\n", host)
+    for problem, path in ((suite_problem, "name"), (pipeline_problem, "techniques[1].name")):
+        assert problem.path == path
+        assert problem.message.startswith(rule)
+        assert detail in problem.message, problem.message
+
+
+@pytest.mark.parametrize(
+    "stem, name",
+    [("my-suite", "my-suite"), ("my suite (v2)", "my_suite_v2_"), (".hidden", "hidden"), ("---", "suite"), ("r\u00e9sum\u00e9", "r_sum_"), ("x" * 100, "x" * 64)],
+)
+def test_the_file_stem_is_made_into_a_name(host, tmp_path, stem, name):
+    """Without a `name`, the file's stem is used with other characters replaced by '_' and the length cut to 64."""
+    path = tmp_path / f"{stem}.toml"
+    path.write_text(MINIMAL)
+    assert load_suite(path, host).name == name
+
+
+def test_an_explicit_name_is_not_sanitised(host, write_suite):
+    """A `name` written in the suite is checked, never silently changed."""
+    problem = only_problem('name = "my suite"\n' + MINIMAL, host)
+    assert problem.path == "name" and "(' ' is not allowed)" in problem.message
+
+
+class OddNamePlugin:
+    """Registers a technique whose NAME cannot be part of a file name."""
+
+    @hookimpl
+    def register_techniques(self, register):
+        odd = type("Odd", (Shrink,), {"NAME": "odd\x00"})
+        register(odd())
+
+
+def test_a_derived_label_is_checked_too(fresh_host):
+    """Steps whose '+'-joined label is no valid name need a `name`; with one the pipeline is fine."""
+    with registered(fresh_host, OddNamePlugin(), "odd"):
+        text = MINIMAL + '[[techniques]]\nsteps = ["odd\\u0000"]\n'
+        problem = only_problem(text, fresh_host)
+        assert problem.path == "techniques[0].steps"
+        assert "the pipeline's label 'odd\\x00', its steps joined by '+', is not a valid name" in problem.message
+        assert "('\\x00' is not allowed)" in problem.message
+        assert problem.hint == "give the pipeline a 'name'"
+        assert load_suite_text(text.replace("steps =", 'name = "odd"\nsteps ='), "suite.toml", fresh_host).spec.techniques[0].label == "odd"
+
+
+def test_a_long_derived_label_needs_a_name(host):
+    """Eleven prune steps make a 65-character label: too long for a file name, so the pipeline needs a `name`."""
+    steps = 'steps = ["prune", "prune", "prune", "prune", "prune", "prune", "prune", "prune", "prune", "prune", "prune"]\n'
+    problem = only_problem(MINIMAL + "[[techniques]]\n" + steps, host)
+    assert problem.path == "techniques[0].steps" and "(this one has 65)" in problem.message
+    assert load_suite_text(MINIMAL + '[[techniques]]\nname = "prune-11"\n' + steps, "suite.toml", host)
+
+
+@pytest.mark.parametrize("seed, repeats", [(2**32 - 1, 1), (2**32 - 3, 3), (0, 1000)])
+def test_seeds_up_to_2_to_the_32_minus_1(host, seed, repeats):
+    """The last repeat's seed may be 2**32 - 1, the largest numpy accepts."""
+    suite = load_suite_text(f"seed = {seed}\nrepeats = {repeats}\n" + MINIMAL, "suite.toml", host)
+    assert expand(suite)[-1].seed == seed + repeats - 1 <= 2**32 - 1
+
+
+@pytest.mark.parametrize("seed, repeats", [(2**32 - 1, 2), (2**32 - 3, 4)])
+def test_the_last_repeats_seed_must_fit(host, seed, repeats):
+    """seed + repeats - 1 above 2**32 - 1 is a problem at `seed` that says what to change."""
+    problem = only_problem(f"seed = {seed}\nrepeats = {repeats}\n" + MINIMAL, host)
+    assert problem.path == "seed" and f"would use seed {seed + repeats - 1}" in problem.message
+    assert problem.hint == "lower seed or repeats"
+
+
+SYNTHETIC = 'models = ["mlp"]\n[data]\nname = "synthetic"\n'
+
+
+@pytest.mark.parametrize("shape", [[1], [1, 4096, 4096], [3, 32, 32], [2, 2, 2, 2]])
+def test_synthetic_shapes_in_bounds(host, shape):
+    """Every dimension at least 1, at most 2**24 elements per sample."""
+    assert load_suite_text(SYNTHETIC + f"shape = {shape}\n", "suite.toml", host).data_config["shape"] == shape
+
+
+@pytest.mark.parametrize(
+    "shape, path, words",
+    [
+        ([-1], "data.shape[0]", "greater than or equal to 1"),
+        ([3, 0, 8], "data.shape[1]", "greater than or equal to 1"),
+        ([2, 4096, 4096], "data.shape", "a sample of at most 16,777,216 elements (this shape has 33,554,432)"),
+        ([], "data.shape", "at least 1 item"),
+    ],
+)
+def test_synthetic_shapes_out_of_bounds(host, shape, path, words):
+    """A shape with an empty or negative dimension, or samples of more than 2**24 elements, fails validation."""
+    problem = only_problem(SYNTHETIC + f"shape = {shape}\n", host)
+    assert problem.path == path and words in problem.message
+
+
+def test_synthetic_seed_fits_torch(host):
+    """torch seeds are at most 2**64 - 1."""
+    assert load_suite_text(SYNTHETIC + f"seed = {2**64 - 1}\n", "suite.toml", host)
+    assert only_problem(SYNTHETIC + f"seed = {2**64}\n", host).path == "data.seed"
+
+
+def test_a_path_with_a_nul_is_a_suite_error(host, tmp_path):
+    """A NUL in the suite's path is a SuiteError naming it, not a ValueError."""
+    with pytest.raises(SuiteError, match="cannot read the file"):
+        load_suite(str(tmp_path / "a\x00b.toml"), host)
+
+
+def test_a_directory_is_a_suite_error(host, tmp_path):
+    """A directory as the suite is refused as not a regular file."""
+    with pytest.raises(SuiteError, match="not a regular file but a directory"):
+        load_suite(tmp_path, host)
+
+
+def test_a_suite_of_exactly_1_mib_loads(host, tmp_path):
+    """The size limit is 1 MiB inclusive: comments fill a valid suite up to it."""
+    path = tmp_path / "full.toml"
+    padding = (1 << 20) - len(MINIMAL.encode()) - 1
+    path.write_text(MINIMAL + "#" + "x" * (padding - 1) + "\n")
+    assert path.stat().st_size == 1 << 20
+    assert load_suite(path, host).name == "full"
+    path.write_text(MINIMAL + "#" + "x" * padding + "\n")
+    with pytest.raises(SuiteError, match="1,048,577 bytes"):
+        load_suite(path, host)
+
+
+def test_nesting_up_to_32_levels_is_fine(host):
+    """Data nested 32 levels deep reaches validation (and fails there as an unknown key), 33 levels does not."""
+    [problem] = problems_of(MINIMAL + "x = " + "[" * 31 + "]" * 31 + "\n", host)
+    assert problem.path == "data.x" and problem.message == "unknown key"
+    [problem] = problems_of(MINIMAL + "x = " + "[" * 32 + "]" * 32 + "\n", host)
+    assert problem.message == "nested too deeply" and problem.path == "data.x" + "[0]" * 31
+
+
+def test_too_many_cells(host):
+    """A matrix of more than 100,000 cells is refused before it is expanded."""
+    models = 'models = ["mlp", "small_cnn", "resnet18_cifar", "mobilenetv2_cifar"]\n'
+    techniques = "".join(f'[[techniques]]\nname = "p{index}"\nsteps = ["baseline"]\n' for index in range(25))
+    assert load_suite_text(models + "repeats = 1000\n[data]\nname = 'digits'\n" + techniques, "suite.toml", host)
+    problem = only_problem(models + "repeats = 1000\ndevices = ['cpu', 'cuda']\n[data]\nname = 'digits'\n" + techniques, host)
+    assert problem.message == "the matrix would have 200,000 cells (4 models x 25 pipelines x 2 devices x 1000 repeats), more than 100,000"
