@@ -50,7 +50,7 @@ def make_host(plugins: tuple[str, ...]) -> PluginHost:
 
 def fail(error: HarnessError) -> None:
     """Print a harness error and exit with the bad-input code."""
-    errors.print(f"[red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+    errors.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
     sys.exit(EXIT_BAD_INPUT)
 
 
@@ -104,7 +104,7 @@ def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str
     except KeyboardInterrupt:
         exit_interrupted(run_dir)
     except RecordNotWritten as error:
-        errors.print(f"[red]error:[/] {error}", soft_wrap=True, highlight=False)
+        errors.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True, highlight=False)
         sys.exit(EXIT_FAILED_CELLS)
     counts = ", ".join(f"{count} {status}" for status, count in sorted(summary.counts.items())) or "no cells run"
     console.print(f"results: {run_dir.results_path} ({counts})", soft_wrap=True, highlight=False)

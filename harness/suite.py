@@ -547,7 +547,7 @@ def _check_devices(spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProb
         if name not in devices:
             close = _hint(problems, lambda: difflib.get_close_matches(name, list(devices), n=1, cutoff=0.5))
             hint = f"did you mean {close[0]!r}?" if close else f"registered devices: {', '.join(devices)}"
-            problems.append(SuiteProblem(f"devices[{index}]", f"unknown device {name!r}", hint))
+            problems.append(SuiteProblem(f"devices[{index}]", f"unknown device {name!r}", "; ".join([hint, *host.unloaded_notes()])))
 
 
 def _check_seed(spec: SuiteSpec, problems: list[SuiteProblem]) -> None:

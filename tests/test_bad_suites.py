@@ -213,7 +213,6 @@ def test_a_deep_override_path_is_too_deep(host):
         load_suite_text(text, "override.toml", host, overrides=["data." + ".".join(["a"] * 40) + "=1"])
 
 
-@pytest.mark.xfail(reason="harness/cli.py's fail() prints the error as rich markup; it must escape it (rich.markup.escape)", strict=False)
 def test_markup_in_a_key_is_printed_verbatim(tmp_path, monkeypatch):
     """A key that looks like rich markup is printed as written, not interpreted (a '[/]' used to crash the CLI)."""
     monkeypatch.chdir(tmp_path)
