@@ -59,7 +59,12 @@ class Technique:
         return None
 
     def apply(self, model: "nn.Module", config: StrictConfig, context: "CellContext") -> "nn.Module":
-        """Apply the technique and return the resulting model (which may be ``model`` itself)."""
+        """Apply the technique and return the resulting model (which may be ``model`` itself).
+
+        The result must be an ``nn.Module``: anything else (None, a state dict) fails the cell
+        with a message naming the technique. A result whose weights or outputs are NaN or
+        infinite fails the cell as ``diverged``.
+        """
         raise NotImplementedError
 
     def cacheable(self, config: StrictConfig) -> bool:
@@ -74,7 +79,8 @@ class Technique:
         """Rebuild the result of :meth:`apply` on ``model`` from ``state`` without training.
 
         The default loads the state dict into ``model``; a technique that changes the architecture
-        first redoes its (deterministic, cheap) structural change, then loads.
+        first redoes its (deterministic, cheap) structural change, then loads. It must return an
+        ``nn.Module``; when it raises, the cache entry is evicted and the step applied again.
         """
         model.load_state_dict(state["state_dict"])
         return model
@@ -213,7 +219,12 @@ class Cell:
 
 @dataclass
 class CellContext:
-    """What a technique sees while a cell runs in its worker."""
+    """What a technique sees while a cell runs in its worker.
+
+    ``notes`` end up in the cell's record. After every step they are converted to JSON values
+    (tensors and numpy arrays to numbers or lists, numpy scalars to numbers, paths to strings,
+    recursively); a value that cannot be converted fails the cell with an error naming the note.
+    """
 
     cell: Cell
     suite: "Suite"

@@ -62,6 +62,28 @@ def _has_pruning_mask(module: nn.Module) -> bool:
     return any(isinstance(hook, BasePruningMethod) for hook in module._forward_pre_hooks.values())
 
 
+def nonfinite_tensor(model: nn.Module) -> str | None:
+    """The name of the first floating-point parameter or buffer holding a NaN or an infinity, or None.
+
+    Observers and fake-quantize modules are left out: their running minimum and maximum start
+    at infinity by design. One host synchronisation for the whole model.
+    """
+    named = [
+        (f"{module_name}.{name}" if module_name else name, tensor.detach())
+        for module_name, module in model.named_modules()
+        if not _is_fake_quantized(module)
+        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        if tensor is not None and (tensor.is_floating_point() or tensor.is_complex())
+    ]
+    if not named:
+        return None
+    device = named[0][1].device
+    finite = torch.stack([torch.isfinite(tensor).all().to(device) for _, tensor in named]).cpu()
+    if bool(finite.all()):
+        return None
+    return named[int((~finite).nonzero()[0])][0]
+
+
 FAST_SHARE_NOTICED = 0.10
 _DENSE_LAYERS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
 

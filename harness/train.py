@@ -1,8 +1,8 @@
 """The one training loop that every technique reuses.
 
 Data stay on the cell's device as tensors; batches are index slices of a
-shuffled permutation, and the loss is checked for NaN/inf once per epoch, so
-the loop never waits on the host between steps.
+shuffled permutation, and the loss is checked for NaN/inf once per epoch (the
+outputs once per evaluation), so the loop never waits on the host between steps.
 """
 
 from __future__ import annotations
@@ -121,11 +121,16 @@ def to_memory_format(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 @torch.inference_mode()
 def evaluate_accuracy(model: nn.Module, data: Data, batch_size: int, device: torch.device) -> float:
-    """Top-1 accuracy of ``model`` on the test split."""
+    """Top-1 accuracy of ``model`` on the test split; raises :class:`Diverged` when an output is NaN or infinite."""
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
+    finite = torch.ones((), dtype=torch.bool, device=device)
     for start in range(0, data.x_test.shape[0], batch_size):
         batch = data.x_test[start : start + batch_size].to(device)
         labels = data.y_test[start : start + batch_size].to(device)
-        correct += (model(batch).argmax(dim=1) == labels).sum()
+        outputs = model(batch)
+        finite &= torch.isfinite(outputs).all()
+        correct += (outputs.argmax(dim=1) == labels).sum()
+    if not finite.item():
+        raise Diverged("non-finite outputs (NaN or inf) on the test split: the model's results are meaningless")
     return correct.item() / max(data.x_test.shape[0], 1)

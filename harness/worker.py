@@ -6,9 +6,13 @@ worker starts by forking an interpreter that has already imported everything.
 
 from __future__ import annotations
 
+import copy
 import importlib
+import json
+import os
 import random
 import traceback
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
@@ -21,7 +25,7 @@ from benchharness.api import CellContext, Data, Probe, Step, Technique
 from benchharness.cache import ArtifactCache, cache_key, library_versions
 from benchharness.errors import Diverged, Unsupported
 from benchharness.measure import count_flops, example_batch, size_metrics, time_interleaved
-from benchharness.representation import count_parameters, inspect_representation, layer_flops
+from benchharness.representation import count_parameters, inspect_representation, layer_flops, nonfinite_tensor
 from benchharness.host import DEFAULT_PLUGINS, PluginHost
 from benchharness.suite import MeasureSettings, Suite, split_model_name
 from benchharness.system import OtherCpuMeter
@@ -29,6 +33,7 @@ from benchharness.tasks import CellTask, TimingTask  # noqa: F401  (CellTask: fo
 from benchharness.train import Trainer, evaluate_accuracy, to_memory_format
 
 TRACEBACK_LINES = 40
+CPU_OOM_MARKERS = ("not enough memory", "DefaultCPUAllocator", "out of memory")
 
 
 def preload_builtin_plugins() -> None:
@@ -52,11 +57,91 @@ def failure_record(error: BaseException) -> dict[str, Any]:
         status, error_type = "skipped", "unsupported"
     elif isinstance(error, Diverged):
         status, error_type = "failed", "diverged"
-    elif isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+    elif is_out_of_memory(error):
         status, error_type = "failed", "oom"
     else:
         status, error_type = "failed", "exception"
     return {"status": status, "error_type": error_type, "error_message": f"{type(error).__name__}: {error}", "traceback": "\n".join(tail)}
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` says memory ran out: torch's OutOfMemoryError, MemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(error, RuntimeError) and any(marker in str(error) for marker in CPU_OOM_MARKERS)
+
+
+def json_safe_notes(notes: dict[str, Any]) -> dict[str, Any]:
+    """``notes`` with every value a plain JSON value, so that the record pickles and serialises safely.
+
+    Tensors and numpy arrays become numbers or (nested) lists, numpy scalars Python numbers,
+    paths, dtypes and devices strings, tuples and sets lists, dict keys strings; dicts and
+    lists are converted recursively. Anything else raises ``TypeError`` naming the note.
+    """
+    return {str(name): _json_value(value, str(name)) for name, value in notes.items()}
+
+
+def _json_value(value: Any, path: str) -> Any:
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, (int, float, str)):  # subclasses (IntEnum, np.float64) as plain builtins
+        return (int if isinstance(value, int) else float if isinstance(value, float) else str)(value)
+    if isinstance(value, torch.Tensor):
+        try:
+            tensor = value.detach()
+            tensor = tensor.dequantize() if tensor.is_quantized else tensor
+            tensor = tensor.to_dense() if tensor.layout != torch.strided else tensor
+            listed = tensor.cpu().tolist()
+        except Exception as error:
+            raise TypeError(f"note '{path}' is a tensor that cannot be converted to numbers ({type(error).__name__}: {error})") from error
+        return _json_value(listed, path)
+    if isinstance(value, (np.ndarray, np.generic)):
+        return _json_value(value.tolist(), path)
+    if isinstance(value, (PurePath, torch.dtype, torch.device)):
+        return str(value)
+    if isinstance(value, os.PathLike):
+        return _json_value(os.fspath(value), path)
+    if isinstance(value, dict):
+        return {_json_key(key, path): _json_value(item, f"{path}.{key}") for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    if isinstance(value, (set, frozenset)):
+        items = [_json_value(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        try:
+            return sorted(items)
+        except TypeError:
+            return items
+    raise TypeError(f"note '{path}' is a {type(value).__name__}; notes must be JSON values (numbers, strings, lists, dicts) or tensors and arrays")
+
+
+def _json_key(key: Any, path: str) -> str:
+    key = _json_value(key, path) if isinstance(key, np.generic) else key
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key)
+    raise TypeError(f"note '{path}' has a key of type {type(key).__name__}; notes must be JSON values, whose keys are strings")
+
+
+def _convert_notes(notes: dict[str, Any]) -> None:
+    """Replace ``notes``' contents, in place, by :func:`json_safe_notes` of them."""
+    converted = json_safe_notes(notes)
+    notes.clear()
+    notes.update(converted)
+
+
+def require_module(result: Any, technique: Technique, method: str) -> torch.nn.Module:
+    """``result`` when it is an ``nn.Module``; otherwise a ``TypeError`` naming the technique and what it returned."""
+    if not isinstance(result, torch.nn.Module):
+        raise TypeError(f"technique '{technique.NAME}' returned {type(result).__name__}; {method}() must return an nn.Module")
+    return result
+
+
+def check_finite_weights(model: torch.nn.Module) -> None:
+    """Raise :class:`Diverged` naming the first parameter or buffer that holds a NaN or an infinity."""
+    name = nonfinite_tensor(model)
+    if name is not None:
+        raise Diverged(f"non-finite weights in layer '{name}' (NaN or inf): the technique or its training diverged")
 
 
 def _seed_everything(seed: int) -> None:
@@ -144,7 +229,9 @@ def measure_model(
     """Accuracy, size, parameters, FLOPs, representation and peak inference memory; and the inputs latency is timed on.
 
     Latency is not timed here: the runner times every cell's final model in interleaved rounds.
+    Raises :class:`Diverged` when a weight, a buffer or an output on the test split is not finite.
     """
+    check_finite_weights(model)
     settings = suite.spec.measure
     channels_last = suite.spec.train.channels_last
     inputs = to_memory_format(data.x_test.to(device), channels_last)
@@ -234,21 +321,45 @@ class CellRun:
         lineage = lineage + [{"step": step_name, "config": config.model_dump(mode="json"), "code": code}]
         use_cache = self.cache is not None and technique.cacheable(config)
         key = cache_key(lineage) if use_cache else None
-        entry = self.cache.load(key) if use_cache else None
-        if entry is not None:
-            model = technique.restore(model, config, context, entry["state"])
+        entry = self.cache.load(key, {"state": dict, "notes": dict}) if use_cache else None
+        restored = self.restore_step(model, technique, config, context, key, entry) if entry is not None else None
+        if restored is not None:
+            model = restored
             context.notes.update(entry["notes"])
+            _convert_notes(context.notes)
             self.cache_hits.append(label)
         else:
             notes_before, samples_before = dict(context.notes), self.trainer.samples_seen
-            model = technique.apply(model, config, context)
+            model = require_module(technique.apply(model, config, context), technique, "apply")
             if self.trainer.samples_seen > samples_before:
                 context.notes["trained_on"] = self.probe.DEVICE
+            _convert_notes(context.notes)
             if use_cache:
                 notes = {name: value for name, value in context.notes.items() if notes_before.get(name, object()) != value}
                 description = f"{step_name} of {lineage[0]['model']} on {lineage[0]['data']['name']}"
                 self.cache.save(key, {"state": technique.cache_state(model, config), "notes": notes}, description)
         return model, lineage
+
+    def restore_step(self, model, technique: Technique, config, context, key: str, entry: dict[str, Any]) -> torch.nn.Module | None:
+        """The step's result restored from its cache entry, or None when the entry cannot be restored (it is then evicted).
+
+        The state is restored into a copy, so that ``model`` is left as it was for the caller to
+        rebuild the step as on a cache miss. Running out of memory is raised, never evicted.
+        """
+        try:
+            target = copy.deepcopy(model)
+        except Exception:  # a model that cannot be copied: a failing restore fails the cell
+            target = None
+        try:
+            restored = technique.restore(model if target is None else target, config, context, entry["state"])
+            return require_module(restored, technique, "restore")
+        except Exception as error:
+            if is_out_of_memory(error):
+                raise
+            self.cache.evict(key, f"step '{technique.NAME}' cannot restore it ({type(error).__name__}: {error})")
+            if target is None:
+                raise
+            return None
 
     def trained_model(self, name: str) -> torch.nn.Module:
         """``name`` trained with the suite's budget (the same artifact as that model's baseline cell)."""
@@ -306,7 +417,7 @@ class CellRun:
             "metrics": metrics,
             "steps": step_records,
             "cache_hits": self.cache_hits,
-            "notes": self.notes,
+            "notes": json_safe_notes(self.notes),
             "threads": torch.get_num_threads(),
             "torch_device": str(self.device),
         }

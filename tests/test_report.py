@@ -14,10 +14,12 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from benchharness import hookimpl
 from benchharness.cli import cli
+from benchharness.host import PluginHost, PluginOptions
 from benchharness.report.compare import compare_frames
 from benchharness.report.frame import add_comparisons, load_run, pareto_front, tidy_frame
-from benchharness.report.html import build_report
+from benchharness.report.html import build_report, write_report
 from tests.conftest import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "run-small"
@@ -127,6 +129,42 @@ def test_plugin_report_section(run_copy, tmp_path):
     assert result.exit_code == 0, result.output
     text = output.read_text()
     assert "<h2>Observer</h2>" in text and re.search(r"<p>\d+ rows</p>", text)
+
+
+class FaultySections:
+    """A plugin with a section whose render raises (with markup in its message), one that works, and one whose hook raises."""
+
+    @hookimpl
+    def register_report_sections(self, register):
+        """Register a failing and a working section."""
+        register("Fragile <figures>", lambda frame: frame["no such column <b>"])
+        register("Sturdy", lambda frame: "<p>sturdy section</p>")
+
+
+class FaultyRegistration:
+    """A plugin whose register_report_sections itself raises."""
+
+    @hookimpl
+    def register_report_sections(self, register):
+        """Fail before registering anything."""
+        raise RuntimeError("cannot register <anything>")
+
+
+def test_a_failing_report_section_is_an_error_box_and_the_rest_is_written(run_copy, tmp_path):
+    """A section whose render raises becomes a visible, escaped error box naming the plugin; the report is still written."""
+    host = PluginHost(PluginOptions(entry_points=False))
+    host.register(FaultySections(), name="fragile-plugin")
+    host.register(FaultyRegistration(), name="unregistering-plugin")
+    output = write_report(run_copy, tmp_path / "report.html", host=host)
+    text = output.read_text()
+    boxes = re.findall(r"<div class='section-error'>(.*?)</div>", text, re.S)
+    (fragile,) = [box for box in boxes if "fragile-plugin" in box]
+    assert "Fragile &lt;figures&gt;" in fragile and "KeyError" in fragile and "no such column &lt;b&gt;" in fragile and "<b>" not in fragile
+    (unregistering,) = [box for box in boxes if "unregistering-plugin" in box]
+    assert "cannot register &lt;anything&gt;" in unregistering
+    assert "<p>sturdy section</p>" in text
+    assert "mlp/explode/cpu/r0" in text and "The suite, as run" in text and text.endswith("</html>")
+    assert output.with_suffix(".csv").is_file()
 
 
 def frame_with_samples(technique_samples: dict[str, np.ndarray]) -> pd.DataFrame:

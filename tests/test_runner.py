@@ -220,14 +220,164 @@ def test_resume_runs_only_missing_cells(mixed_run, tmp_path):
     assert ids[-2:] == ["mlp/baseline/cpu/r0", "mlp/refuse/cuda/r0"]
 
 
+NOTE_CELLS = 5
+HARDENING_SUITE = """
+name = "hardening"
+models = ["mlp"]
+
+[data]
+name = "digits"
+
+[[techniques]]
+steps = ["baseline"]
+
+[[techniques]]
+steps = ["return-none"]
+
+[[techniques]]
+steps = ["return-state-dict"]
+
+[[techniques]]
+steps = ["cpu-oom"]
+
+[[techniques]]
+steps = ["nan-weights"]
+nan-weights = { parameter = "3.weight" }
+
+[[techniques]]
+steps = ["inf-outputs"]
+
+[[techniques]]
+steps = ["bad-note"]
+""" + "".join(f"""
+[[techniques]]
+name = "notes-{index}"
+steps = ["tensor-notes"]
+""" for index in range(NOTE_CELLS)) + """
+[train]
+epochs = 1
+batch_size = 256
+optimizer = "adam"
+lr = 0.01
+
+[measure]
+batch_sizes = [1]
+warmup = 1
+min_iterations = 3
+min_seconds = 0.0
+min_rounds = 2
+max_rounds = 2
+threads = 1
+"""
+
+
+@pytest.fixture(scope="module")
+def hardening_run(tmp_path_factory):
+    """One real run of cells whose techniques misbehave without raising: bad return values, NaN, odd notes."""
+    root = tmp_path_factory.mktemp("hardening")
+    suite = root / "hardening.toml"
+    suite.write_text(HARDENING_SUITE)
+    result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(root / "runs"), "--plugin", FAULTY])
+    (run_path,) = (root / "runs").iterdir()
+    return result, records_by_id(RunDir(run_path))
+
+
+@pytest.mark.parametrize("technique, returned", [("return-none", "NoneType"), ("return-state-dict", "OrderedDict")])
+def test_apply_must_return_a_module(hardening_run, technique, returned):
+    """A technique whose apply() returns no nn.Module fails its cell with a message naming the technique and the type."""
+    record = hardening_run[1][f"mlp/{technique}/cpu/r0"]
+    assert (record["status"], record["error_type"]) == ("failed", "exception")
+    assert f"technique '{technique}' returned {returned}; apply() must return an nn.Module" in record["error_message"]
+
+
+def test_cpu_out_of_memory_is_oom(hardening_run):
+    """torch's CPU allocator running out of memory is recorded as oom, not as an exception."""
+    record = hardening_run[1]["mlp/cpu-oom/cpu/r0"]
+    assert (record["status"], record["error_type"]) == ("failed", "oom")
+    assert "DefaultCPUAllocator" in record["error_message"]
+
+
+def test_non_finite_weights_and_outputs_diverge(hardening_run):
+    """NaN weights or infinite outputs fail the cell as diverged, naming the layer; never an ok record at chance accuracy."""
+    records = hardening_run[1]
+    nan = records["mlp/nan-weights/cpu/r0"]
+    assert (nan["status"], nan["error_type"]) == ("failed", "diverged")
+    assert "non-finite weights in layer '3.weight'" in nan["error_message"]
+    inf = records["mlp/inf-outputs/cpu/r0"]
+    assert (inf["status"], inf["error_type"]) == ("failed", "diverged")
+    assert "non-finite outputs" in inf["error_message"]
+
+
+def test_notes_become_json_values_and_never_crash_a_cell(hardening_run):
+    """Tensors, arrays, numpy scalars and paths in notes reach the record as JSON values, in every one of several cells."""
+    result, records = hardening_run
+    expected = {
+        "tensor": [0.0, 1.0, 2.0],
+        "scalar_tensor": 2.5,
+        "array": [0, 1, 2, 3],
+        "numpy_float": 0.5,
+        "numpy_int": 7,
+        "path": "/tmp/somewhere",
+        "nested": {"inner": [[1, 1], [1, "a"]], "3": True},
+    }
+    for index in range(NOTE_CELLS):
+        record = records[f"mlp/notes-{index}/cpu/r0"]
+        assert (record["status"], record["error_type"]) == ("ok", None), record.get("error_message")
+        notes = record["notes"]
+        assert {name: notes[name] for name in expected} == expected
+        assert isinstance(notes["weights_sum"], float)
+    assert result.exit_code == 1, result.output
+
+
+def test_a_note_that_is_no_json_value_fails_its_cell_clearly(hardening_run):
+    """A note that cannot be converted fails the cell with a message naming it, instead of crashing the worker."""
+    record = hardening_run[1]["mlp/bad-note/cpu/r0"]
+    assert (record["status"], record["error_type"]) == ("failed", "exception")
+    assert "note 'handle' is a lock; notes must be JSON values" in record["error_message"]
+
+
+def test_a_cached_state_that_cannot_be_restored_is_rebuilt(tmp_path):
+    """A cached state dict of the wrong shapes is not a failed cell: the model is trained again and the entry replaced."""
+    import torch
+
+    from benchharness.cache import ArtifactCache
+
+    suite = tmp_path / "cached.toml"
+    suite.write_text(HARDENING_SUITE.split("[[techniques]]")[0] + '[[techniques]]\nsteps = ["baseline"]\n' + HARDENING_SUITE[HARDENING_SUITE.index("[train]"):])
+    cache = ArtifactCache(tmp_path / "cache")
+
+    def run(out: str) -> dict:
+        CliRunner().invoke(cli, ["run", str(suite), "--out", str(tmp_path / out), "--cache-dir", str(cache.root), "--plugin", FAULTY])
+        (run_path,) = (tmp_path / out).iterdir()
+        record = records_by_id(RunDir(run_path))["mlp/baseline/cpu/r0"]
+        record["log"] = RunDir(run_path).log_path("mlp/baseline/cpu/r0").read_text()
+        return record
+
+    first = run("first")
+    (entry,) = cache.entries()
+    state = cache.load(entry.key)
+    good_shapes = {name: tensor.shape for name, tensor in state["state"]["state_dict"].items()}
+    state["state"]["state_dict"] = {name: torch.zeros(2, 2) for name in good_shapes}
+    cache.save(entry.key, state, entry.description)
+    second = run("second")
+    assert (second["status"], second["error_type"]) == ("ok", None), second.get("error_message")
+    assert second["cache_hits"] == [] and second["metrics"]["accuracy_top1"] == first["metrics"]["accuracy_top1"]
+    assert "unusable cache entry evicted" in second["log"] and "size mismatch" in second["log"]
+    restored = cache.load(entry.key)
+    assert {name: tensor.shape for name, tensor in restored["state"]["state_dict"].items()} == good_shapes
+    assert run("third")["cache_hits"] == ["baseline"]
+
+
 def test_torn_last_line_is_ignored(tmp_path):
     """A record cut short by a kill is ignored with a warning; complete ones are kept."""
     run_dir = RunDir(tmp_path)
-    run_dir.append({"cell": {"id": "a"}, "status": "ok"})
+    cell = {"id": "a", "model": "mlp", "technique": "explode", "device": "cpu", "repeat": 0, "steps": []}
+    run_dir.append({"cell": cell, "status": "failed"})
     with open(run_dir.results_path, "a") as file:
         file.write('{"cell": {"id": "b"}, "sta')
-    with pytest.warns(UserWarning, match="incomplete record"):
-        assert run_dir.finished_cell_ids() == {"a"}
+    assert run_dir.finished_cell_ids() == {"a"}
+    with pytest.warns(UserWarning, match="incomplete last record"):
+        assert [record["cell"]["id"] for record in run_dir.records()] == ["a"]
 
 
 def test_quick_suite_is_the_default_and_learns_digits(tmp_path):

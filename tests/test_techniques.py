@@ -12,7 +12,7 @@ from torch import nn
 from benchharness.api import Cell, Probe
 from benchharness.errors import SuiteError
 from benchharness.matrix import expand
-from benchharness.representation import QUANTIZED_MODULE_PREFIXES, count_parameters, inspect_representation
+from benchharness.representation import QUANTIZED_MODULE_PREFIXES, count_parameters, inspect_representation, nonfinite_tensor
 from benchharness.suite import load_suite_text
 from benchharness.train import evaluate_accuracy
 from benchharness.worker import CellRun, CellTask
@@ -156,6 +156,67 @@ def test_fake_quantized_model_is_flagged(trained):
         prepared = prepare_qat_fx(copy.deepcopy(trained).train(), get_default_qat_qconfig_mapping("x86"), (torch.zeros(1, 1, 8, 8),))
     facts = inspect_representation(prepared, count_parameters(trained)[0])
     assert facts["speedup_expected"] is False and "fake-quantized" in facts["speedup_reason"]
+
+
+def test_non_finite_weights_are_found_by_name_and_observers_are_not(trained):
+    """nonfinite_tensor names the first NaN or inf parameter or buffer; uncalibrated observers (min/max at inf) are fine."""
+    from torch.ao.quantization import get_default_qat_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+    assert nonfinite_tensor(trained) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_qat_fx(copy.deepcopy(trained).train(), get_default_qat_qconfig_mapping("x86"), (torch.zeros(1, 1, 8, 8),))
+    assert any(not torch.isfinite(buffer).all() for buffer in prepared.buffers())
+    assert nonfinite_tensor(prepared) is None
+    poisoned = copy.deepcopy(trained)
+    names = [name for name, _ in poisoned.named_parameters()]
+    with torch.no_grad():
+        dict(poisoned.named_parameters())[names[-1]][0] = float("inf")
+    assert nonfinite_tensor(poisoned) == names[-1]
+    batchnorm = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    batchnorm[1].running_var[1] = float("nan")
+    assert nonfinite_tensor(batchnorm) == "1.running_var"
+
+
+def test_notes_are_converted_to_json_values():
+    """Tensors, arrays, numpy scalars, paths, dtypes and nested containers become JSON values; the rest is refused by name."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from benchharness.worker import json_safe_notes
+
+    notes = {
+        "loss": torch.tensor(0.25),
+        "matrix": torch.eye(2, dtype=torch.bfloat16),
+        "half": np.float16(1.5),
+        "flags": np.array([True, False]),
+        "where": Path("out") / "x.pt",
+        "dtype": torch.float16,
+        "device": torch.device("cpu"),
+        "nested": {1: (np.int32(2), {"deep": [torch.tensor([1, 2])]}), None: {3, 1, 2}},
+        "plain": [1, "a", None, 2.5, True],
+    }
+    converted = json_safe_notes(notes)
+    assert converted == {
+        "loss": 0.25,
+        "matrix": [[1.0, 0.0], [0.0, 1.0]],
+        "half": 1.5,
+        "flags": [True, False],
+        "where": "out/x.pt",
+        "dtype": "torch.float16",
+        "device": "cpu",
+        "nested": {"1": [2, {"deep": [[1, 2]]}], "null": [1, 2, 3]},
+        "plain": [1, "a", None, 2.5, True],
+    }
+    assert json.loads(json.dumps(converted)) == converted
+    assert type(json_safe_notes({"x": np.float64(1.0)})["x"]) is float
+    with pytest.raises(TypeError, match=r"note 'stats\.layers\[1\]' is a object; notes must be JSON values"):
+        json_safe_notes({"stats": {"layers": [1, object()]}})
+    with pytest.raises(TypeError, match="note 'z' is a complex"):
+        json_safe_notes({"z": torch.tensor(1 + 2j)})
 
 
 def test_masks_left_in_place_are_flagged(trained):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,6 +28,7 @@ tr.reference td { background: #f7fbff; font-weight: 600; }
 .good { color: #137333; } .bad { color: #b3261e; } .muted { color: #777; }
 pre { background: #f7f7f7; padding: 1rem; overflow-x: auto; font-size: .85rem; }
 .figure { margin: 1rem 0; }
+.section-error { border: 2px solid #b3261e; background: #fdecea; color: #5f1411; padding: .8rem 1rem; margin: .6rem 0 1.2rem; white-space: pre-wrap; }
 """
 
 
@@ -141,8 +143,42 @@ def _figure_html(figure: Any, div_id: str) -> str:
     return f"<div class='figure'>{pio.to_html(figure, full_html=False, include_plotlyjs=False, div_id=div_id, config={'displaylogo': False})}</div>"
 
 
-def build_report(run: Run, cdn: bool = False, sections: list[tuple[str, Callable]] | None = None) -> str:
-    """The report's HTML text; plotly.js is inlined unless ``cdn``."""
+@dataclass
+class Section:
+    """A report section a plugin registered: its title, its ``render(frame)``, and the plugin's name.
+
+    A section whose plugin failed to register it has no ``render`` but the ``error`` it raised.
+    """
+
+    title: str
+    render: Callable[[pd.DataFrame], Any] | None
+    plugin: str = "unknown plugin"
+    error: str | None = None
+
+
+def _error_box(message: str) -> str:
+    return f"<div class='section-error'>{html.escape(message)}</div>"
+
+
+def section_html(section: Section | tuple[str, Callable], frame: pd.DataFrame, div_id: str) -> str:
+    """A plugin's section: its title and what its render returned, or an error box naming the plugin when it raised."""
+    if not isinstance(section, Section):
+        section = Section(*section)
+    heading = f"<h2>{html.escape(section.title)}</h2>"
+    if section.error is not None:
+        return heading + _error_box(f"plugin '{section.plugin}' could not register its report sections: {section.error}")
+    try:
+        content = section.render(frame)
+        return heading + (content if isinstance(content, str) else _figure_html(content, div_id))
+    except Exception as error:  # one plugin's bug must not lose the rest of the report
+        return heading + _error_box(f"section '{section.title}' of plugin '{section.plugin}' failed: {type(error).__name__}: {error}")
+
+
+def build_report(run: Run, cdn: bool = False, sections: list[Section | tuple[str, Callable]] | None = None) -> str:
+    """The report's HTML text; plotly.js is inlined unless ``cdn``.
+
+    ``sections`` are plugins' sections (or ``(title, render)`` pairs); one that raises becomes an error box.
+    """
     info = run.info
     reference = run.reference
     frame = add_comparisons(tidy_frame(run.records), reference)
@@ -185,11 +221,9 @@ def build_report(run: Run, cdn: bool = False, sections: list[tuple[str, Callable
         if steps_figure is not None:
             figure_number += 1
             parts.append("<h2>Pipelines, step by step</h2>" + _figure_html(steps_figure, f"figure-{figure_number}"))
-    for title, render in sections or []:
-        content = render(frame)
+    for section in sections or []:
         figure_number += 1
-        body = content if isinstance(content, str) else _figure_html(content, f"figure-{figure_number}")
-        parts.append(f"<h2>{html.escape(title)}</h2>{body}")
+        parts.append(section_html(section, frame, f"figure-{figure_number}"))
     parts.append(noise_table(frame))
     parts.append("<h2>Skipped and failed cells</h2>" + problems_table(frame))
     overrides = info["suite"].get("overrides") or []
@@ -214,11 +248,21 @@ def _plotly_js_version() -> str:
     return get_plotlyjs_version()
 
 
-def collect_sections(host: Any) -> list[tuple[str, Callable]]:
-    """Report sections registered by plugins."""
-    sections: list[tuple[str, Callable]] = []
-    if host is not None:
-        host.hooks.register_report_sections(register=lambda title, render: sections.append((title, render)))
+def collect_sections(host: Any) -> list[Section]:
+    """Report sections registered by plugins, each with its plugin's name; a plugin whose hook raises gives an error section."""
+    sections: list[Section] = []
+    if host is None:
+        return sections
+    for impl in reversed(host.pm.hook.register_report_sections.get_hookimpls()):  # the order pluggy calls them in
+        plugin = impl.plugin_name
+
+        def register(title: str, render: Callable, plugin: str = plugin) -> None:
+            sections.append(Section(str(title), render, plugin))
+
+        try:
+            impl.function(**({"register": register} if "register" in impl.argnames else {}))
+        except Exception as error:  # shown in the report, which is still written
+            sections.append(Section(f"Sections of {plugin}", None, plugin, f"{type(error).__name__}: {error}"))
     return sections
 
 
