@@ -308,12 +308,11 @@ def misfit_state(payload):
     return {**payload, "state": {"state_dict": {name: torch.full_like(value, 0.5) if name == first else torch.zeros(1) for name, value in state_dict.items()}}}
 
 
-NEEDS_FIELDS = pytest.mark.xfail(strict=True, reason='needs harness/worker.py to load with fields={"state": dict, "notes": dict} (issue 10)')
 UNUSABLE_PAYLOADS = [
     pytest.param(misfit_state, "size mismatch", id="misfit state dict"),
     pytest.param(lambda payload: [payload["state"]], "holds list", id="not a dict"),
     pytest.param(lambda payload: {"notes": payload["notes"]}, "state", id="no state"),
-    pytest.param(lambda payload: {**payload, "notes": ["trained_on"]}, "notes", id="notes not a dict", marks=NEEDS_FIELDS),
+    pytest.param(lambda payload: {**payload, "notes": ["trained_on"]}, "notes", id="notes not a dict"),
 ]
 
 
