@@ -289,10 +289,9 @@ def _write_all(descriptor: int, data: bytes) -> None:
 
 def check_inside(root: Path, name: str, what: str) -> Path:
     """``root / name``, or a :class:`HarnessError` when ``name`` would leave ``root`` (a separator, ``..``, an absolute path, a NUL)."""
-    if "\0" in name or os.sep in name or (os.altsep and os.altsep in name) or name in ("", ".", ".."):
-        raise HarnessError(f"{what} {name!r} would put a file outside {root}; use letters, digits, '.', '_', '-' and '+'")
     path = root / name
-    if os.path.normpath(path.parent) != os.path.normpath(root):
+    separators = [os.sep, os.altsep or os.sep, "\0"]
+    if any(mark in name for mark in separators) or name in ("", ".", "..") or os.path.normpath(path.parent) != os.path.normpath(root):
         raise HarnessError(f"{what} {name!r} would put a file outside {root}; use letters, digits, '.', '_', '-' and '+'")
     return path
 

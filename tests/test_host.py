@@ -268,9 +268,9 @@ def test_the_same_plugin_given_twice_is_loaded_once(monkeypatch):
 
 def test_resume_with_the_plugin_given_again(tmp_path):
     """`run --resume DIR --plugin P` after `run --plugin P` works: the stored and the given plugin are one."""
-    plugin = str(TEST_PLUGINS / "nowhere_device.py")
+    plugin = str(TEST_PLUGINS / "offline_device.py")
     suite = tmp_path / "nowhere.toml"
-    suite.write_text('models = ["small_cnn"]\ndevices = ["nowhere"]\n[data]\nname = "digits"\n[[techniques]]\nsteps = ["baseline"]\n')
+    suite.write_text('models = ["small_cnn"]\ndevices = ["offline"]\n[data]\nname = "digits"\n[[techniques]]\nsteps = ["baseline"]\n')
     first = CliRunner().invoke(cli_group, ["run", str(suite), "--out", str(tmp_path / "runs"), "--plugin", plugin])
     assert first.exit_code == 0, first.output
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -565,7 +565,7 @@ def test_a_plugin_cannot_replace_or_remove_existing_commands():
 
 def test_entry_point_named_like_a_loaded_plugin_is_skipped(tmp_path, monkeypatch):
     """An entry point whose name a loaded plugin already has is skipped with a failure, not a pluggy error."""
-    (tmp_path / "impostor_plugin.py").write_text((TEST_PLUGINS / "nowhere_device.py").read_text())
+    (tmp_path / "impostor_plugin.py").write_text((TEST_PLUGINS / "offline_device.py").read_text())
     info = tmp_path / "impostor-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: impostor\nVersion: 1.0\n")
@@ -577,7 +577,7 @@ def test_entry_point_named_like_a_loaded_plugin_is_skipped(tmp_path, monkeypatch
         "plugin 'benchharness.plugins.baseline' (distribution impostor 1.0) was skipped: a plugin named "
         "'benchharness.plugins.baseline' is already loaded (benchharness (built-in)); give this one another name"
     )
-    assert "nowhere" not in host.probes and "baseline" in host.techniques
+    assert "offline" not in host.probes and "baseline" in host.techniques
 
 
 def test_unreadable_entry_points_skip_only_their_distribution(installed_distribution):
