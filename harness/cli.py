@@ -21,7 +21,7 @@ from benchharness.host import PluginHost, PluginOptions, describe_source
 EXIT_FAILED_CELLS = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
-LIST_KINDS = ("techniques", "models", "datasets", "probes", "plugins")
+LIST_KINDS = ("techniques", "models", "datasets", "probes", "executors", "plugins")
 
 console = Console()
 errors = Console(stderr=True)
@@ -71,8 +71,9 @@ def cli() -> None:
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a suite value, e.g. --set train.epochs=1 or --set 'techniques[2].ddp.node_rank=1' (repeatable).")
 @click.option("--no-cache", is_flag=True, help="Train everything afresh: neither read nor write the artifact cache.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Artifact cache directory [default: $BENCHHARNESS_CACHE_DIR or ~/.cache/benchharness].")
+@click.option("--executor", default=None, metavar="NAME", help="Where cells run: local (default), ray, slurm; the same as --set run.executor=NAME.")
 @plugin_option
-def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str, ...], no_cache: bool, cache_dir: Path | None, plugins: tuple[str, ...]) -> None:
+def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str, ...], no_cache: bool, cache_dir: Path | None, executor: str | None, plugins: tuple[str, ...]) -> None:
     """Run every cell of SUITE (default: the bundled quick suite).
 
     Results go to OUT/<suite>-<timestamp>/results.jsonl, one JSON record per
@@ -83,8 +84,8 @@ def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str
 
     try:
         if resume:
-            if suite or overrides:
-                raise HarnessError("--resume RUN_DIR reruns the suite as it was started: give no SUITE and no --set with it")
+            if suite or overrides or executor:
+                raise HarnessError("--resume RUN_DIR reruns the suite as it was started: give no SUITE, --set or --executor with it")
             run_dir = RunDir.open(resume)
             info = run_dir.read_info()
             run_dir.lock()
@@ -93,7 +94,8 @@ def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str
             from benchharness.suite import load_suite
 
             host = make_host(plugins)
-            loaded = load_suite(suite or default_suite(), host, list(overrides))
+            chosen = [f"run.executor={json.dumps(executor)}"] if executor else []
+            loaded = load_suite(suite or default_suite(), host, [*overrides, *chosen])
             run_dir = RunDir.create(out, loaded.name)
             run_dir.lock()
         warn_about_skipped_lines(run_dir)
@@ -148,21 +150,24 @@ def run_cells(loaded: Any, host: PluginHost, run_dir: Any, resuming: bool, no_ca
     from benchharness.cache import default_cache_dir
     from benchharness.describe import preliminary_info
     from benchharness.matrix import expand
-    from benchharness.runner import Runner, launch_workers
+    from benchharness.runner import Runner
 
     if not resuming:
         run_dir.write_info(preliminary_info(loaded, host))
-    launch_workers(run_dir.log_path("forkserver"))
     use_cache = loaded.spec.run.cache and not no_cache
     runner = Runner(loaded, host, run_dir, errors, cache_dir=(cache_dir or default_cache_dir()) if use_cache else None)
-    if not run_dir.read_info().get("described", True):
-        run_dir.write_info(runner.describe())
-    cells = expand(loaded)
-    finished = run_dir.finished_cell_ids()
-    todo = [cell for cell in cells if cell.id not in finished]
-    errors.print(f"[bold]{loaded.name}[/]: {len(todo)} of {len(cells)} cells to run -> {run_dir.path}", soft_wrap=True, highlight=False)
-    warn_if_busy()
-    return runner.run(todo), runner
+    try:
+        if not run_dir.read_info().get("described", True):
+            run_dir.write_info(runner.describe())
+        cells = expand(loaded)
+        finished = run_dir.finished_cell_ids()
+        todo = [cell for cell in cells if cell.id not in finished]
+        where = f" on {loaded.spec.run.executor}" if loaded.spec.run.executor != "local" else ""
+        errors.print(f"[bold]{loaded.name}[/]: {len(todo)} of {len(cells)} cells to run{where} -> {run_dir.path}", soft_wrap=True, highlight=False)
+        warn_if_busy()
+        return runner.run(todo), runner
+    finally:
+        runner.close()
 
 
 def warn_about_skipped_lines(run_dir: Any) -> None:
@@ -247,7 +252,7 @@ def plugin_table(host: PluginHost, kind: str) -> Table:
         for failure in host.failures:
             table.add_row(f"[red]{failure.name}[/]", f"[red]{escape(describe_source(failure.source, failure.version))}: skipped: {escape(failure.error)}[/]")
         return table
-    registry = {"techniques": host.techniques, "models": host.models, "datasets": host.datasets, "probes": host.probes}[kind]
+    registry = {"techniques": host.techniques, "models": host.models, "datasets": host.datasets, "probes": host.probes, "executors": host.executors}[kind]
     for column in ("name", "description", "plugin", "distribution"):
         table.add_column(column)
     for name in registry.names():

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import click
 
     from benchharness.api import Cell, Dataset, ModelFamily, Probe, Technique
+    from benchharness.executor import Executor
 
 hookspec = pluggy.HookspecMarker("benchharness")
 
@@ -37,6 +38,11 @@ def register_datasets(register: Callable[["Dataset"], None]) -> None:
 @hookspec
 def register_probes(register: Callable[["Probe"], None]) -> None:
     """Register hardware probes (and the devices they provide) by calling ``register(probe_instance)``."""
+
+
+@hookspec
+def register_executors(register: Callable[["Executor"], None]) -> None:
+    """Register executors (where cells run: this machine, a cluster) by calling ``register(executor_instance)``."""
 
 
 @hookspec

@@ -41,6 +41,7 @@ from pydantic import BaseModel
 
 from benchharness import __version__, hookspecs
 from benchharness.api import Dataset, ModelFamily, Probe, Technique
+from benchharness.executor import Executor
 from benchharness.errors import PluginError
 
 DEFAULT_PLUGINS = (
@@ -54,6 +55,7 @@ DEFAULT_PLUGINS = (
     "benchharness.plugins.datasets",
     "benchharness.plugins.cpu_probe",
     "benchharness.plugins.cuda_probe",
+    "benchharness.plugins.local",
 )
 ENTRY_POINT_GROUP = "benchharness"
 DISABLE_ENV = "BENCHHARNESS_DISABLE_PLUGINS"
@@ -64,6 +66,7 @@ REGISTRIES = (
     ("models", "model", ModelFamily, "register_models"),
     ("datasets", "data set", Dataset, "register_datasets"),
     ("probes", "probe", Probe, "register_probes"),
+    ("executors", "executor", Executor, "register_executors"),
 )
 HOOK_ARGUMENTS = {
     name: tuple(inspect.signature(function).parameters)

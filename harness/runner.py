@@ -1,20 +1,20 @@
-"""Runs a suite's cells, each in its own worker process, and records every outcome.
+"""Runs a suite's cells through an executor and records every outcome.
 
-Workers are forked from a forkserver that has preloaded torch and the harness
-(:mod:`benchharness.worker`), so isolation costs a fork, not a fresh
-interpreter: a crash, a hang, a CUDA error or a leak ends with its worker.
+The runner owns the run directory, the order of cells, progress, Ctrl-C, resume and the
+hooks. Where a task runs (a forked worker here, a Ray task, a Slurm job) is the
+executor's business (:mod:`benchharness.executor`); the runner never names one.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import signal
+import threading
 import time
 from collections import Counter
-from contextlib import contextmanager
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -22,104 +22,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from benchharness.api import Cell
 from benchharness.host import PluginHost
 from benchharness.matrix import Group, expand, group_cells
-from benchharness.processes import DescendantTracker
+from benchharness.executor import Executor, TaskSpec
 from benchharness.rounds import Contender, GroupResult, GroupRounds, contradiction, latency_entry
 from benchharness.store import RunDir, now_iso
 from benchharness.suite import Suite
-
-PRELOAD = ["benchharness.worker"]
-"""What the forkserver imports once (torch, torchvision, the plugins); this process never imports it."""
-LOG_TAIL_LINES = 40
-_context: Any = None
-
-
-def worker_context() -> Any:
-    """The forkserver context whose server preloads torch and the harness (started once per process)."""
-    global _context
-    if _context is None:
-        _context = multiprocessing.get_context("forkserver")
-        _context.set_forkserver_preload(PRELOAD)
-    return _context
-
-
-def launch_workers(log_path: Path | None = None) -> None:
-    """Start the forkserver in the background: it imports torch and the plugins while the caller goes on.
-
-    The forkserver ignores Ctrl-C (the runner decides what Ctrl-C stops) and writes to ``log_path``
-    (or nowhere), never to the caller's stdout, which it would otherwise hold open after the caller exits.
-    """
-    from multiprocessing import forkserver
-
-    worker_context()
-    with _detached_child_start(log_path):
-        forkserver.ensure_running()
-
-
-@contextmanager
-def _detached_child_start(log_path: Path | None) -> Iterator[None]:
-    """While the block starts a child process: SIGINT ignored, stdout and stderr sent to ``log_path`` (or /dev/null)."""
-    import os
-    import sys
-
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: leave the signal alone
-        previous = None
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    target = os.open(str(log_path) if log_path else os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.dup2(target, 1)
-        os.dup2(target, 2)
-        yield
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for descriptor in (*saved, target):
-            os.close(descriptor)
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
-
-
-def start_workers() -> None:
-    """Start the forkserver (if needed) and wait until it has imported everything, so no cell is charged for that."""
-    from benchharness.tasks import ready
-
-    launch_workers()
-    process = worker_context().Process(target=ready, name="warm-up")
-    process.start()
-    process.join()
-
-
-def log_tail(path: Any, lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines of a worker's log."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _receive(receiver: Any) -> dict[str, Any] | None:
-    """The worker's result if it sent one before its end of the pipe closed, else None."""
-    try:
-        return receiver.recv() if receiver.poll(0) else None
-    except (EOFError, OSError):
-        return None
-
-
-def _kill_worker(process: Any, tracker: DescendantTracker) -> None:
-    """Kill the worker and every process it started, wherever they are now (DDP ranks and other sessions included)."""
-    tracker.kill_all()
-    process.join()
-
-
-def _signal_name(exitcode: int) -> str:
-    try:
-        return signal.Signals(-exitcode).name
-    except ValueError:
-        return f"signal {-exitcode}"
-
 
 @dataclass
 class RunSummary:
@@ -146,6 +52,9 @@ class Runner:
         self.cache_dir = cache_dir
         self.console = console or Console(stderr=True)
         self._interrupts = 0
+        self._lock = threading.Lock()
+        self._started = False
+        self.executor: Executor = host.executors[suite.spec.run.executor]
         self._skip_reasons: Counter = Counter()
         self._device_reasons: dict[str, str] = {}
         self._cells = {cell.id: cell for cell in expand(suite)}
@@ -158,16 +67,40 @@ class Runner:
         """
         from benchharness.tasks import DescribeTask
 
-        start_workers()
-        result = self._run_in_worker(DescribeTask(self.suite, self.host.options), self.run_dir.log_path("describe"), "describe")
+        self.start()
+        result = self._run(DescribeTask(self.suite, self.host.options), self.run_dir.log_path("describe"), "describe", "describe", "cpu")
         if result is None:
             raise KeyboardInterrupt
         if result.get("status") == "ok":
             self._device_reasons.update(result["device_reasons"])
-            return result["info"]
+            return {**result["info"], "executor": self._executor_info()}
         from benchharness.describe import run_info
 
-        return run_info(self.suite, self.host)
+        return {**run_info(self.suite, self.host), "executor": self._executor_info()}
+
+    def _executor_info(self) -> dict[str, Any]:
+        name = self.suite.spec.run.executor
+        return {"name": name, "options": self.suite.executor_config, **self.executor.describe(self._executor_config())}
+
+    def _executor_config(self) -> Any:
+        return self.executor.Config.model_validate(self.suite.executor_config)
+
+    def start(self) -> None:
+        """Start the executor (once)."""
+        if not self._started:
+            self.executor.start(self._executor_config(), self.run_dir.path)
+            self._started = True
+
+    def close(self) -> None:
+        """Stop the executor, if it was started."""
+        if self._started:
+            self._started = False
+            self.executor.stop()
+
+    def _run(self, task: Any, log_path: Path, name: str, kind: str, device: str) -> dict[str, Any] | None:
+        """Run ``task`` through the executor; its result, a failure, or None when cancelled."""
+        timeout = self.suite.spec.run.cell_timeout_s
+        return self.executor.run(TaskSpec(task=task, log_path=log_path, name=name, kind=kind, device=device, timeout_s=timeout))
 
     def _skip_reason(self, cell: Cell) -> str | None:
         if cell.device not in self._device_reasons:
@@ -184,7 +117,7 @@ class Runner:
             result: dict[str, Any] = {"status": "skipped", "error_type": "unsupported", "error_message": reason}
         else:
             task = CellTask(cell, self.suite, self.host.options, self.run_dir.path, self.cache_dir, self.run_dir.artifact_path(cell.id))
-            result = self._run_in_worker(task, self.run_dir.log_path(cell.id), f"cell {cell.id}")
+            result = self._run(task, self.run_dir.log_path(cell.id), f"cell {cell.id}", "build", cell.device)
             if result is None:
                 return None
         record = {"cell": cell.as_dict(), "status": result.pop("status"), "error_type": None, "error_message": None, "plugins": self._plugin_versions}
@@ -193,49 +126,6 @@ class Runner:
         if "worker_wall_s" in record:
             record["worker_overhead_s"] = record["wall_s"] - record["worker_wall_s"]
         return record
-
-    def _run_in_worker(self, task: Any, log_path: Path, name: str) -> dict[str, Any] | None:
-        """Run ``task`` (a CellTask or TimingTask) in a fresh worker; its result, a failure, or None after a second Ctrl-C."""
-        from benchharness.tasks import run_in_worker
-
-        context = worker_context()
-        receiver, sender = context.Pipe(duplex=False)
-        process = context.Process(target=run_in_worker, args=(task, sender, str(log_path)), name=name)
-        timeout = self.suite.spec.run.cell_timeout_s
-        deadline = time.monotonic() + timeout
-        process.start()
-        sender.close()
-        tracker = DescendantTracker(process.pid)
-        try:
-            return self._wait(process, receiver, log_path, timeout, deadline, tracker)
-        except KeyboardInterrupt:
-            return None
-        finally:
-            _kill_worker(process, tracker)
-            receiver.close()
-
-    def _wait(self, process: Any, receiver: Any, log_path: Path, timeout: float, deadline: float, tracker: DescendantTracker) -> dict[str, Any]:
-        """Wait for the worker's result, its death, or the deadline, remembering every process it starts meanwhile."""
-        while True:
-            tracker.poll()
-            if receiver.poll(0.1) or not process.is_alive():
-                result = _receive(receiver)
-                process.join(10)
-                if process.is_alive():
-                    _kill_worker(process, tracker)
-                if result is not None:
-                    return result
-                code = process.exitcode
-                how = f"killed by {_signal_name(code)}" if code is not None and code < 0 else f"exited with code {code}"
-                return {"status": "failed", "error_type": "crash", "error_message": f"worker {how} before reporting", "traceback": log_tail(log_path)}
-            if time.monotonic() > deadline:
-                _kill_worker(process, tracker)
-                return {
-                    "status": "timeout",
-                    "error_type": "timeout",
-                    "error_message": f"cell exceeded run.cell_timeout_s = {timeout:g} s and its worker was killed",
-                    "traceback": log_tail(log_path),
-                }
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self._interrupts += 1
@@ -248,7 +138,7 @@ class Runner:
         from benchharness.tasks import TimingTask
 
         task = TimingTask([(slot, Path(contender.artifact)) for slot, contender in slots], device, self.suite.spec.measure, self.host.options)
-        result = self._run_in_worker(task, self.run_dir.log_path(log_name), f"timing {log_name}")
+        result = self._run(task, self.run_dir.log_path(log_name), f"timing {log_name}", "timing", device)
         if result is None:
             raise KeyboardInterrupt
         return result
@@ -262,12 +152,10 @@ class Runner:
             with Progress(*columns, console=self.console, transient=False) as progress:
                 self._progress = progress
                 self._bar = progress.add_task("starting workers (importing torch once)", total=len(cells))
-                if cells:
-                    start_workers()
-                for group in group_cells(cells, self.suite):
-                    if self._interrupts or not self.run_group(group, summary):
-                        summary.interrupted = True
-                        break
+                groups = group_cells(cells, self.suite)
+                if groups:
+                    self.start()
+                summary.interrupted = not self._run_groups(groups, summary)
                 progress.update(self._bar, description="done" if not summary.interrupted else "interrupted")
                 for reason, count in self._skip_reasons.items():
                     if count > 1:
@@ -275,6 +163,32 @@ class Runner:
         finally:
             signal.signal(signal.SIGINT, previous_handler)
         return summary
+
+    def _run_groups(self, groups: list[Group], summary: RunSummary) -> bool:
+        """Run the groups, as many at once as the executor allows; False when interrupted.
+
+        The main thread waits, so that Ctrl-C reaches it: the second one cancels every running task.
+        """
+        parallel = max(1, self.executor.parallel_groups(self._executor_config()))
+        with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="group") as pool:
+            futures = [pool.submit(self.run_group, group, summary) for group in groups]
+            try:
+                while True:
+                    done, pending = wait(futures, timeout=0.2, return_when=FIRST_EXCEPTION)
+                    failed = [future for future in done if future.exception() is not None]
+                    if failed or not pending:
+                        break
+            except KeyboardInterrupt:
+                failed = []
+            if failed or any(not future.done() for future in futures):
+                self._interrupts = max(self._interrupts, 2)
+                self.executor.cancel_all()
+            for future in futures:
+                future.exception()
+        for future in futures:
+            if future.exception() is not None:
+                raise future.exception()
+        return all(future.result() for future in futures) and not self._interrupts
 
     def run_group(self, group: Group, summary: RunSummary) -> bool:
         """Build every cell of ``group``, time them in interleaved rounds, record them; False when interrupted before the end."""
@@ -324,6 +238,10 @@ class Runner:
     def _finish(self, record: dict[str, Any], summary: RunSummary) -> None:
         """Append ``record``, tell the plugins, count it and print it."""
         record.pop("artifact", None)
+        with self._lock:
+            self._record(record, summary)
+
+    def _record(self, record: dict[str, Any], summary: RunSummary) -> None:
         self.run_dir.append(record)
         self.host.hooks.after_cell(cell=self._cells[record["cell"]["id"]], record=record)
         summary.counts[record["status"]] += 1

@@ -172,11 +172,12 @@ class MeasureSettings(Section):
         return self
 
 
-class RunSettings(Section):
-    """``[run]``: how cells are executed."""
+class RunSettings(ParametrisedSection):
+    """``[run]``: how cells are executed; ``[run.<executor>]`` holds the chosen executor's options."""
 
     cell_timeout_s: float = Field(1800.0, gt=0, description="A cell running longer is killed and recorded as 'timeout'.")
     cache: bool = Field(True, description="Reuse trained models from the artifact cache (and store new ones).")
+    executor: str = Field("local", description="Where cells run: 'local' (this machine), 'ray' or 'slurm'; see `benchharness list executors`.")
 
 
 class MatchRule(Section):
@@ -225,6 +226,7 @@ class Suite(BaseModel):
     sha256: str
     step_configs: list[dict[str, dict[str, Any]]] = Field(description="Per technique entry, per step, the validated config.")
     data_config: dict[str, Any]
+    executor_config: dict[str, Any] = Field(default_factory=dict, description="The chosen executor's validated options.")
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -436,6 +438,7 @@ def load_suite_text(text: str, source: str, host: "PluginHost", default_name: st
     _check_seed(spec, problems)
     data_config = _check_data(spec, host, problems)
     step_configs = [_check_technique(index, entry, spec, host, problems) for index, entry in enumerate(spec.techniques)]
+    executor_config = _check_executor(spec, host, problems)
     _check_models(spec, host, problems)
     _check_devices(spec, host, problems)
     _check_unique(spec, problems)
@@ -450,6 +453,7 @@ def load_suite_text(text: str, source: str, host: "PluginHost", default_name: st
         sha256=hashlib.sha256((text + "".join(f"\n--set {item}" for item in overrides)).encode()).hexdigest(),
         step_configs=step_configs,
         data_config=data_config,
+        executor_config=executor_config,
     )
     if not problems:
         from benchharness.matrix import expand
@@ -480,6 +484,31 @@ def _check_data(spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProblem
         if problem:
             problems.append(SuiteProblem("data", problem))
     return config
+
+
+def _run_key_hint(key: str, host: "PluginHost") -> str:
+    """A hint for an unknown key under ``[run]``: the closest setting or executor table."""
+    choices = [name for name in RunSettings.model_fields] + host.executors.names()
+    close = difflib.get_close_matches(key, choices, n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}?" if close else f"[run] takes {', '.join(RunSettings.model_fields)} and a table per executor ({', '.join(host.executors.names())})"
+
+
+def _check_executor(spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProblem]) -> dict[str, Any]:
+    """The chosen executor's options from ``[run.<executor>]``; a table for another executor is an error."""
+    name = spec.run.executor
+    for key, value in spec.run.params.items():
+        if key != name:
+            known = key in host.executors
+            hint = f"set run.executor = {key!r} to use it" if known else _hint(problems, lambda: _run_key_hint(key, host))
+            problems.append(SuiteProblem(f"run.{key}", "options for an executor that is not chosen" if known else "unknown key", hint))
+    if name not in host.executors:
+        problems.append(SuiteProblem("run.executor", f"unknown executor {name!r}", host.executors.suggest(name)))
+        return {}
+    options = spec.run.params.get(name, {})
+    if not isinstance(options, dict):
+        problems.append(SuiteProblem(f"run.{name}", f"expected a table of {name} options; found {_found(options)}"))
+        return {}
+    return _validate_params(host.executors[name].Config, options, ("run", name), problems)
 
 
 def _check_technique(index: int, entry: TechniqueEntry, spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProblem]) -> dict[str, dict[str, Any]]:

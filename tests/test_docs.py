@@ -19,7 +19,7 @@ def test_there_are_hooks():
     """The spec module really declares the hooks of DESIGN.md."""
     assert set(HOOKS) == {
         "register_techniques", "register_models", "register_datasets", "register_probes",
-        "register_commands", "register_report_sections", "before_cell", "after_cell",
+        "register_executors", "register_commands", "register_report_sections", "before_cell", "after_cell",
     }
 
 
