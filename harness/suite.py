@@ -508,7 +508,13 @@ def _check_executor(spec: SuiteSpec, host: "PluginHost", problems: list[SuitePro
     if not isinstance(options, dict):
         problems.append(SuiteProblem(f"run.{name}", f"expected a table of {name} options; found {_found(options)}"))
         return {}
-    return _validate_params(host.executors[name].Config, options, ("run", name), problems)
+    executor = host.executors[name]
+    config = _validate_params(executor.Config, options, ("run", name), problems)
+    if not problems:
+        reason = executor.unavailable_reason(executor.Config.model_validate(config))
+        if reason:
+            problems.append(SuiteProblem("run.executor", f"the {name} executor cannot be used here: {reason}"))
+    return config
 
 
 def _check_technique(index: int, entry: TechniqueEntry, spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProblem]) -> dict[str, dict[str, Any]]:
