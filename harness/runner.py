@@ -23,6 +23,7 @@ from benchharness.api import Cell
 from benchharness.host import PluginHost
 from benchharness.matrix import Group, expand, group_cells
 from benchharness.executor import Executor, TaskSpec
+from benchharness.record import CellRecord
 from benchharness.rounds import Contender, GroupResult, GroupRounds, contradiction, latency_entry
 from benchharness.store import RunDir, now_iso
 from benchharness.suite import Suite
@@ -107,8 +108,8 @@ class Runner:
             self._device_reasons[cell.device] = self.host.probes[cell.device].unavailable_reason() or ""
         return self.host.skip_reason(cell, self._device_reasons[cell.device])
 
-    def build_cell(self, cell: Cell) -> dict[str, Any] | None:
-        """Build one cell in a worker (train, transform, measure all but latency): the start of its record, or None after a second Ctrl-C."""
+    def build_cell(self, cell: Cell) -> CellRecord | None:
+        """Build one cell through the executor (train, transform, measure all but latency): the start of its record, or None when cancelled."""
         from benchharness.tasks import CellTask
 
         started_at, started = now_iso(), time.perf_counter()
@@ -120,12 +121,7 @@ class Runner:
             result = self._run(task, self.run_dir.log_path(cell.id), f"cell {cell.id}", "build", cell.device)
             if result is None:
                 return None
-        record = {"cell": cell.as_dict(), "status": result.pop("status"), "error_type": None, "error_message": None, "plugins": self._plugin_versions}
-        record.update(result)
-        record.update(started_at=started_at, wall_s=time.perf_counter() - started)
-        if "worker_wall_s" in record:
-            record["worker_overhead_s"] = record["wall_s"] - record["worker_wall_s"]
-        return record
+        return CellRecord.from_build(cell.as_dict(), result, self._plugin_versions, started_at, time.perf_counter() - started)
 
     def _on_sigint(self, signum: int, frame: Any) -> None:
         self._interrupts += 1
@@ -206,40 +202,47 @@ class Runner:
                 record = self.build_cell(cell)
                 if record is None:
                     return False
-                if record["status"] == "ok":
+                if record.status == "ok":
                     built.append(record)
                 elif recorded:
                     self._finish(record, summary)
             if built:
                 for record in self.time_group(group, built):
-                    if record["cell"]["id"] in group.to_record:
+                    if record.cell_id in group.to_record:
                         self._finish(record, summary)
         except KeyboardInterrupt:
             return False
         finally:
             for record in built:
-                self.run_dir.artifact_path(record["cell"]["id"]).unlink(missing_ok=True)
+                self.run_dir.artifact_path(record.cell_id).unlink(missing_ok=True)
         return complete
 
-    def time_group(self, group: Group, built: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def time_group(self, group: Group, built: list[CellRecord]) -> list[CellRecord]:
         """Time the built cells of ``group`` in interleaved rounds and complete their records."""
         settings = self.suite.spec.measure
-        contenders = [Contender(record["cell"]["id"], record["artifact"]) for record in built if "artifact" in record]
+        contenders = [Contender(record.cell_id, record.artifact) for record in built if record.artifact]
+        timed_on: set[str] = set()
 
         def show(rounds: int, widest: float) -> None:
             width = f"widest CI ±{widest:.1%}" if widest != float("inf") else "CIs need 2 rounds"
             self._progress.update(self._bar, description=f"[bold]{group.label}[/]: timing round {rounds}/{settings.max_rounds}, {width}")
 
-        log_name = f"{group.label}/rounds"
-        rounds = GroupRounds(contenders, group.reference, settings, lambda slots: self.time_round_in_worker(slots, group.device, log_name))
-        result = rounds.run(stop_requested=lambda: self._interrupts > 0, on_round=show)
-        return [complete_record(record, result, settings) for record in built]
+        def time_round(slots: list[tuple[str, Contender]]) -> dict[str, Any]:
+            result = self.time_round_in_worker(slots, group.device, f"{group.label}/rounds")
+            timed_on.add((result.get("node") or {}).get("hostname") or "unknown")
+            return result
 
-    def _finish(self, record: dict[str, Any], summary: RunSummary) -> None:
-        """Append ``record``, tell the plugins, count it and print it."""
-        record.pop("artifact", None)
+        rounds = GroupRounds(contenders, group.reference, settings, time_round)
+        result = rounds.run(stop_requested=lambda: self._interrupts > 0, on_round=show)
+        records = [complete_record(record, result, settings) for record in built]
+        for record in records:
+            record.node = {**(record.node or {}), "timed_on": sorted(timed_on)}
+        return records
+
+    def _finish(self, record: CellRecord, summary: RunSummary) -> None:
+        """Append ``record``, tell the plugins, count it and print it (one group at a time)."""
         with self._lock:
-            self._record(record, summary)
+            self._record(record.to_json(), summary)
 
     def _record(self, record: dict[str, Any], summary: RunSummary) -> None:
         self.run_dir.append(record)
@@ -254,36 +257,33 @@ class Runner:
         self._progress.advance(self._bar)
 
 
-def complete_record(record: dict[str, Any], result: GroupResult, settings: Any) -> dict[str, Any]:
+def complete_record(record: CellRecord, result: GroupResult, settings: Any) -> CellRecord:
     """Add the rounds' latency, speedups, noise flags and contradictions to a built cell's record."""
-    cell_id = record["cell"]["id"]
-    if "in_process_rounds" in record:
-        rounds = record.pop("in_process_rounds")
-        record["latency"] = [latency_entry([timing[index] for timing in rounds], size) for index, size in enumerate(settings.batch_sizes)]
-        record.update(noisy=True, noise_reason=record.pop("timed_in_build_process") + "; it was timed in its build process, not interleaved with its reference")
+    if record.in_process_rounds is not None:
+        rounds = record.in_process_rounds
+        record.latency = [latency_entry([timing[index] for timing in rounds], size) for index, size in enumerate(settings.batch_sizes)]
+        record.noisy = True
+        record.noise_reason = f"{record.timed_in_build_process}; it was timed in its build process, not interleaved with its reference"
         return record
-    outcome = result.outcomes[cell_id]
+    outcome = result.outcomes[record.cell_id]
     if outcome.failure is not None:
         failure = outcome.failure
-        record.update(
-            status=failure.get("status", "failed"), error_type=failure.get("error_type"),
-            error_message=f"timing failed: {failure.get('error_message')}", traceback=failure.get("traceback"),
-        )
+        record.fail(failure.get("status", "failed"), failure.get("error_type"), f"timing failed: {failure.get('error_message')}", failure.get("traceback"))
         return record
-    record["latency"] = outcome.latency
-    record["measurement"] = result.summary()
+    record.latency = outcome.latency
+    record.measurement = result.summary()
     reference = result.outcomes.get(result.reference) if result.reference else None
     aa_widths = [_aa_half_width(entry) for entry in reference.latency] if reference and reference.failure is None else []
-    bound = record["metrics"].get("speedup_bound")
+    bound = (record.metrics or {}).get("speedup_bound")
     found = []
     for index, entry in enumerate(outcome.latency):
         reason = contradiction(entry, bound, aa_widths[index] if index < len(aa_widths) else float("inf"))
         entry["speedup_contradiction"] = reason
         if reason:
             found.append(reason)
-    record["speedup_contradiction"] = "; ".join(found) or None
-    record["noisy"] = outcome.noisy
-    record["noise_reason"] = "; ".join(outcome.noise_reasons) or None
+    record.speedup_contradiction = "; ".join(found) or None
+    record.noisy = outcome.noisy
+    record.noise_reason = "; ".join(outcome.noise_reasons) or None
     return record
 
 

@@ -10,6 +10,7 @@ import copy
 import importlib
 import json
 import os
+import platform
 import random
 import traceback
 from pathlib import PurePath
@@ -220,7 +221,18 @@ def time_round(task: TimingTask) -> dict[str, Any]:
         models[slot], inputs[slot] = model, example
     timings = time_batch_sizes(models, inputs, settings, probe) if models else {}
     other = max((entry["other_cores"] for entries in timings.values() for entry in entries), default=0.0)
-    return {"status": "ok", "timings": timings, "failures": failures, "other_cores": other, "conditions": applied}
+    return {"status": "ok", "timings": timings, "failures": failures, "other_cores": other, "conditions": applied, "node": node_facts()}
+
+
+def node_facts(probe: Probe | None = None) -> dict[str, Any]:
+    """Where this process runs: the host name and, given the cell's device probe, that device's facts."""
+    facts: dict[str, Any] = {"hostname": platform.node()}
+    if probe is not None:
+        try:
+            facts["device"] = json.loads(json.dumps(probe.describe(), default=str))
+        except Exception as error:  # a probe that cannot describe itself must not fail the cell
+            facts["device"] = {"error": f"{type(error).__name__}: {error}"}
+    return facts
 
 
 def measure_model(
@@ -420,6 +432,7 @@ class CellRun:
             "notes": json_safe_notes(self.notes),
             "threads": torch.get_num_threads(),
             "torch_device": str(self.device),
+            "node": node_facts(self.probe),
         }
         result.update(self.save_final(model, inputs))
         return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 
 import pytest
 from click.testing import CliRunner
@@ -146,6 +147,8 @@ def test_ok_record_holds_every_measurement(mixed_run):
         assert len(entry["samples_ms"]) == entry["iterations"] >= 3
         assert entry["latency_p50_ci95_low_ms"] <= entry["latency_p50_ms"] <= entry["latency_p50_ci95_high_ms"]
         assert entry["throughput_sps"] > 0
+    assert record["node"]["hostname"] == platform.node() and "isa" in record["node"]["device"]
+    assert record["node"]["timed_on"] == [platform.node()]
 
 
 def test_pipeline_without_training_step_is_trained_first(mixed_run):
@@ -193,6 +196,7 @@ def test_run_json_describes_the_run(mixed_run):
     assert "available" in info["probes"]["cuda"]
     assert info["plugin_options"]["extra"] == [FAULTY, OBSERVER]
     assert len(info["cells"]) == 10
+    assert info["executor"] == {"name": "local", "options": {}}
 
 
 def test_hooks_observe_every_cell(mixed_run):
