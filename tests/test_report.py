@@ -99,6 +99,25 @@ def test_report_with_cdn_is_small(run_copy):
     assert "<script src='https://cdn.plot.ly/plotly-" in html and len(html) < 300_000
 
 
+def test_cells_timed_on_two_machines_are_grouped_by_machine(run_copy):
+    """Records from two hosts: the report says so and shows each model and device once per machine."""
+    records = [json.loads(line) for line in (run_copy / "results.jsonl").read_text().splitlines()]
+    for record in records:
+        host = "node-a" if record["cell"]["model"] == "mlp" or record["cell"]["repeat"] % 2 else "node-b"
+        record["node"] = {"hostname": host, "timed_on": [host]}
+    (run_copy / "results.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    html = build_report(load_run(run_copy))
+    assert "Cells were timed on 2 machines" in html and "(node-a, node-b)" in html
+    assert "on cpu (node-a)</h2>" in html and "on cpu (node-b)</h2>" in html
+    assert load_run(run_copy).records and tidy_frame(records)["host"].tolist().count("node-a") > 0
+
+
+def test_one_machine_is_not_mentioned(run_copy):
+    """Records without node facts (older runs) or from one host: no machine grouping."""
+    html = build_report(load_run(run_copy))
+    assert "Cells were timed on" not in html
+
+
 def test_report_of_an_unfinished_run(run_copy):
     """A run cut short (a torn last line included) reports what finished and says it is unfinished."""
     lines = (run_copy / "results.jsonl").read_text().splitlines()

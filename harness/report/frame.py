@@ -16,7 +16,7 @@ import pandas as pd
 
 from benchharness.store import RunDir, SkippedLine
 
-CELL_COLUMNS = ["cell_id", "model", "technique", "device", "repeat", "status", "error_type", "error_message", "noisy", "noise_reason"]
+CELL_COLUMNS = ["cell_id", "model", "technique", "device", "host", "repeat", "status", "error_type", "error_message", "noisy", "noise_reason"]
 METRIC_COLUMNS = [
     "accuracy_top1", "accuracy_samples", "size_bytes", "size_compressed_bytes", "params", "params_nonzero", "flops", "peak_mem_bytes",
     "sparsity", "speedup_expected", "speedup_reason", "fast_flops_share", "speedup_bound", "train_s",
@@ -58,6 +58,12 @@ def load_run(path: Path) -> Run:
     return Run(run_dir.path, info, records, skipped)
 
 
+def timing_host(record: dict[str, Any]) -> str:
+    """The machine(s) a cell was timed on (where it was built, if it was never timed), or '' for records from before records said so."""
+    node = record.get("node") or {}
+    return ", ".join(node.get("timed_on") or []) or node.get("hostname") or ""
+
+
 def tidy_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     """A row per cell and batch size (one row with empty measurements for cells that did not finish)."""
     rows = []
@@ -67,7 +73,7 @@ def tidy_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             "cell_id": cell["id"], "model": cell["model"], "technique": cell["technique"], "device": cell["device"],
             "repeat": cell["repeat"], "status": record["status"], "error_type": record.get("error_type"),
             "error_message": record.get("error_message"), "steps": " -> ".join(step["technique"] for step in cell["steps"]),
-            "noisy": record.get("noisy"), "noise_reason": record.get("noise_reason"),
+            "noisy": record.get("noisy"), "noise_reason": record.get("noise_reason"), "host": timing_host(record),
         }
         metrics = record.get("metrics") or {}
         base.update({column: metrics.get(column) for column in METRIC_COLUMNS})

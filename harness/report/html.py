@@ -200,8 +200,17 @@ def build_report(run: Run, cdn: bool = False, sections: list[Section | tuple[str
     ]
     if ok.empty:
         parts.append("<h2>Results</h2><p>No cell has finished successfully yet.</p>")
-    for (model, device), by_model in ok.groupby(["model", "device"], sort=False):
-        parts.append(f"<h2>{html.escape(model)} on {html.escape(device)}</h2>")
+    hosts = sorted(host for host in ok["host"].dropna().unique() if host)
+    if len(hosts) > 1:
+        parts.append(
+            f"<p class='meta'><b>Cells were timed on {len(hosts)} machines</b> ({html.escape(', '.join(hosts))}); results are grouped by machine,"
+            " and every speedup compares cells timed together, in one process on one machine.</p>"
+        )
+    by = ["model", "device", "host"] if len(hosts) > 1 else ["model", "device"]
+    for key, by_model in ok.groupby(by, sort=False):
+        model, device = key[0], key[1]
+        where = f" ({html.escape(key[2])})" if len(hosts) > 1 else ""
+        parts.append(f"<h2>{html.escape(model)} on {html.escape(device)}{where}</h2>")
         for batch_size, group in by_model.groupby("batch_size"):
             parts.append(f"<h3>batch {int(batch_size)}</h3>" + summary_table(group, reference))
     figure_number = 0
