@@ -7,6 +7,14 @@ DistributedSampler, and the suite's batch size split across processes so the
 effective batch size equals the single-process baseline's. On one node the
 same launcher also runs one process, so the record holds the scaling
 efficiency measured in the same run.
+
+Across nodes (``nnodes > 1``) every node runs the same cell, whatever the executor: each
+node's cell worker starts its launcher, and the launchers meet at ``rdzv_endpoint``
+(torchrun's ``--nnodes``, ``--rdzv-backend``, ``--rdzv-endpoint``, ``--rdzv-id``; see
+:func:`launcher_arguments`). With the default ``c10d`` backend the node whose host name
+or address is the endpoint's hosts the rendezvous and ranks are assigned on joining;
+the ``static`` backend uses ``node_rank`` instead. The first process of every node saves
+the trained model (identical on all nodes), so each node records the cell.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ class DdpConfig(StrictConfig):
     nnodes: int = Field(1, ge=1, le=4096, description="Machines taking part; more than 1 needs rdzv_endpoint.")
     node_rank: int = Field(0, ge=0, description="This machine's rank among the nodes (0 on the node that hosts the rendezvous).")
     rdzv_endpoint: str | None = Field(None, description="host:port of the rendezvous for multi-node runs (the node_rank 0 machine).")
+    rdzv_backend: Literal["c10d", "static"] = Field("c10d", description="Rendezvous backend across nodes: c10d (ranks assigned on joining) or static (ranks from node_rank).")
+    rdzv_id: str | None = Field(None, description="Rendezvous id shared by the nodes; default: derived from the cell and the launch, the same on every node.")
     backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="Process-group backend; auto: nccl on CUDA, gloo on CPU.")
     compare_single_process: bool = Field(True, description="Also train with one process (same launcher, same threads per process) for the scaling efficiency.")
 
@@ -44,13 +54,27 @@ def threads_per_process(total_threads: int, world_size: int) -> int:
     return max(1, total_threads // world_size)
 
 
-def launcher_arguments(config: DdpConfig, nproc: int, nnodes: int, spec_path: Path, run_id: str) -> list[str]:
-    """The ``torch.distributed.run`` command line for one launch."""
+def rendezvous_id(config: DdpConfig, cell_id: str, nproc: int, nnodes: int) -> str:
+    """The launch's rendezvous id: ``rdzv_id``, or one derived from what every node of the launch shares.
+
+    Neither ``node_rank`` nor the suite's ``--set`` overrides enter it, since they may differ between nodes.
+    """
+    if config.rdzv_id:
+        return config.rdzv_id
+    shared = f"{cell_id}:{nproc}x{nnodes}:{config.rdzv_backend}:{config.rdzv_endpoint}"
+    return hashlib.sha256(shared.encode()).hexdigest()[:16]
+
+
+def launcher_arguments(config: DdpConfig, nproc: int, nnodes: int, spec_path: Path | str, run_id: str) -> list[str]:
+    """The ``torch.distributed.run`` (``torchrun``) command line for one launch of ``nproc`` processes on each of ``nnodes`` nodes."""
     arguments = ["--nproc-per-node", str(nproc), "--nnodes", str(nnodes), "--max-restarts", "0"]
     if nnodes == 1:
         arguments += ["--standalone"]
     else:
-        arguments += ["--node-rank", str(config.node_rank), "--rdzv-backend", "c10d", "--rdzv-endpoint", config.rdzv_endpoint, "--rdzv-id", run_id]
+        arguments += [
+            "--node-rank", str(config.node_rank), "--rdzv-backend", config.rdzv_backend,
+            "--rdzv-endpoint", config.rdzv_endpoint, "--rdzv-id", run_id,
+        ]
     return arguments + ["--module", "benchharness.plugins.ddp", str(spec_path)]
 
 
@@ -126,7 +150,7 @@ class Ddp(Technique):
             }
             spec_path = workdir / f"spec-{nproc}x{nnodes}.json"
             spec_path.write_text(json.dumps(spec))
-            run_id = hashlib.sha256(f"{context.suite.sha256}:{context.cell.id}:{nproc}x{nnodes}".encode()).hexdigest()[:16]
+            run_id = rendezvous_id(config, context.cell.id, nproc, nnodes)
             run(get_args_parser().parse_args(launcher_arguments(config, nproc, nnodes, spec_path, run_id)))
             results[(nproc, nnodes)] = json.loads(Path(spec["stats"]).read_text())
         final = results[(config.world_size, config.nnodes)]
@@ -136,6 +160,7 @@ class Ddp(Technique):
         notes = {
             "ddp_backend": final["backend"],
             "ddp_world_size": final["world_size"],
+            "ddp_nnodes": config.nnodes,
             "ddp_threads_per_process": threads,
             "ddp_samples_per_s": final["samples"] / final["wall_s"],
             "ddp_batch_size_per_process": final["batch_size_per_process"],
@@ -151,7 +176,7 @@ class Ddp(Technique):
 
 
 def train_rank(spec: dict) -> None:
-    """One DDP process: join the group, train its shard with the shared trainer, rank 0 saves the result.
+    """One DDP process: join the group, train its shard with the shared trainer, each node's first process saves the result.
 
     It dies with its launcher (the cell's worker), which never outlives its cell.
     """
@@ -195,7 +220,7 @@ def train_rank(spec: dict) -> None:
     trainer.fit(parallel, data, sampler=sampler, batch_size=batch_size)
     dist.barrier()
     wall = time.perf_counter() - started
-    if rank == 0:
+    if local_rank == 0:
         torch.save(model.state_dict(), spec["output"])
         stats = {"wall_s": wall, "samples": budget.epochs * len(sampler) * world, "world_size": world, "backend": spec["backend"], "batch_size_per_process": batch_size}
         Path(spec["stats"]).write_text(json.dumps(stats))

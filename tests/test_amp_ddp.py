@@ -105,12 +105,38 @@ def test_ddp_launcher_arguments():
     assert threads_per_process(8, 2) == 4 and threads_per_process(2, 4) == 1
 
 
+@pytest.mark.parametrize("backend, node_rank", [("c10d", 0), ("c10d", 1), ("static", 1)])
+def test_ddp_two_node_launch_config(monkeypatch, backend, node_rank):
+    """Two nodes: torch's own parser turns the arguments into a launch of 2 nodes meeting at the endpoint, with one id on both nodes."""
+    from torch.distributed.run import config_from_args, get_args_parser
+
+    from benchharness.plugins.ddp import DdpConfig, rendezvous_id
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    config = DdpConfig(world_size=4, nnodes=2, node_rank=node_rank, rdzv_endpoint="node-a.cluster:29400", rdzv_backend=backend)
+    run_id = rendezvous_id(config, "resnet18/ddp/cuda/r0", 4, 2)
+    assert run_id == rendezvous_id(config.model_copy(update={"node_rank": 1 - node_rank}), "resnet18/ddp/cuda/r0", 4, 2)
+    assert run_id != rendezvous_id(config, "resnet18/ddp/cuda/r1", 4, 2)
+    assert rendezvous_id(config.model_copy(update={"rdzv_id": "job-1234"}), "resnet18/ddp/cuda/r0", 4, 2) == "job-1234"
+    arguments = launcher_arguments(config, 4, 2, "spec.json", run_id)
+    assert arguments == [
+        "--nproc-per-node", "4", "--nnodes", "2", "--max-restarts", "0", "--node-rank", str(node_rank), "--rdzv-backend", backend,
+        "--rdzv-endpoint", "node-a.cluster:29400", "--rdzv-id", run_id, "--module", "benchharness.plugins.ddp", "spec.json",
+    ]
+    launch, entry, entry_arguments = config_from_args(get_args_parser().parse_args(arguments))
+    assert (launch.min_nodes, launch.max_nodes, launch.nproc_per_node) == (2, 2, 4)
+    assert (launch.rdzv_backend, launch.rdzv_endpoint, launch.run_id) == (backend, "node-a.cluster:29400", run_id)
+    assert launch.rdzv_configs.get("rank") == (node_rank if backend == "static" else None)
+    assert entry_arguments[-2:] == ["benchharness.plugins.ddp", "spec.json"]
+
+
 @pytest.mark.parametrize(
     "table, words",
     [
         ("ddp = { world_size = 2, nnodes = 2 }", "rdzv_endpoint"),
         ("ddp = { world_size = 2, nnodes = 2, node_rank = 2, rdzv_endpoint = 'h:1' }", "node_rank 2 must be below nnodes 2"),
         ("ddp = { world_size = 0 }", "greater than or equal to 1"),
+        ("ddp = { nnodes = 2, rdzv_endpoint = 'h:1', rdzv_backend = 'etcd' }", "'c10d' or 'static'"),
     ],
 )
 def test_bad_ddp_parameters(host, table, words):
