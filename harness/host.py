@@ -56,6 +56,7 @@ DEFAULT_PLUGINS = (
     "benchharness.plugins.cpu_probe",
     "benchharness.plugins.cuda_probe",
     "benchharness.plugins.local",
+    "benchharness.plugins.ray_executor",
     "benchharness.plugins.slurm_executor",
 )
 ENTRY_POINT_GROUP = "benchharness"

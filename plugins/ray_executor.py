@@ -39,9 +39,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import socket
+import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from pydantic import Field, model_validator
 
@@ -76,6 +78,22 @@ class RayConfig(StrictConfig):
         return self
 
 
+@contextmanager
+def _ray_script_hidden() -> Iterator[None]:
+    """Hide this Ray worker's main script from multiprocessing while the block runs.
+
+    Otherwise every process forked for a task would run Ray's worker script again as its
+    ``__mp_main__``, importing Ray (about 0.7 s a task) for nothing.
+    """
+    main = sys.modules["__main__"]
+    path = main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        if path is not None:
+            main.__file__ = path
+
+
 _forkserver_lock = threading.Lock()
 _forkserver_started = False
 
@@ -104,8 +122,9 @@ def run_on_node(spec: TaskSpec, logs_dir: str) -> dict[str, Any]:
         return {**failure("no_shared_filesystem", message), "node": node}
     with open(spec.log_path, "a") as log:
         log.write(f"{ATTEMPT_MARK} {node['hostname']} (Ray worker pid {os.getpid()})\n")
-    _start_forkserver(logs_dir)
-    result = LocalExecutor().run(spec) or failure("crash", "the local executor returned no result")
+    with _ray_script_hidden():
+        _start_forkserver(logs_dir)
+        result = LocalExecutor().run(spec) or failure("crash", "the local executor returned no result")
     result["node"] = {**node, **(result.get("node") or {}), "ray_node_id": node["ray_node_id"]}
     return result
 
