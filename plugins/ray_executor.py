@@ -83,7 +83,7 @@ def _ray_script_hidden() -> Iterator[None]:
     """Hide this Ray worker's main script from multiprocessing while the block runs.
 
     Otherwise every process forked for a task would run Ray's worker script again as its
-    ``__mp_main__``, importing Ray (about 0.7 s a task) for nothing.
+    ``__mp_main__``, importing Ray (about half a second a task) for nothing.
     """
     main = sys.modules["__main__"]
     path = main.__dict__.pop("__file__", None)
@@ -300,18 +300,23 @@ class RayExecutor(Executor):
             self._owns_connection = self._started_instance = False
 
     def describe(self, config: Any) -> dict[str, Any]:
-        """The cluster: its address (or that a local instance was started), its live nodes and their resources."""
+        """The cluster: its address (or that a local instance was started, and where its logs are), its live nodes and their resources."""
         import ray
 
         if not ray.is_initialized():
             return {"address": config.address}
+        context = ray.get_runtime_context()
         nodes = [node for node in ray.nodes() if node["Alive"]]
-        return {
-            "address": "local instance started for the run" if self._started_instance else ray.get_runtime_context().gcs_address,
+        described = {
+            "address": "local instance started for the run" if self._started_instance else context.gcs_address,
             "ray_version": ray.__version__,
+            "session": context.get_session_name(),
             "nodes": [{"hostname": node["NodeManagerHostname"], "ray_node_id": node["NodeID"], "resources": node["Resources"]} for node in nodes],
             "resources": ray.cluster_resources(),
         }
+        if self._started_instance:
+            described["ray_logs"] = str(Path(context.get_temp_dir()) / described["session"] / "logs")
+        return described
 
 
 @hookimpl

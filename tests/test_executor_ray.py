@@ -213,6 +213,7 @@ def test_killed_ray_worker_is_retried_then_recorded_as_node_lost(tmp_path, short
     (lost,) = RunDir(run_path).records()
     assert (lost["status"], lost["error_type"]) == ("failed", "node_lost")
     assert "retried 1 time(s)" in lost["error_message"] and lost["attempts"] == 2
+    assert (Path(RunDir(run_path).read_info()["executor"]["ray_logs"]) / "raylet.out").exists()
     leftovers = [child for children in killed.values() for child in children]
     _, alive = psutil.wait_procs(leftovers, timeout=15)
     assert alive == [], f"the killed Ray workers' processes outlived them: {alive}"
