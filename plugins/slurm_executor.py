@@ -11,9 +11,10 @@ cell timeout rounded up to minutes plus :data:`TIME_MARGIN_MIN` for the job's st
 submitit's warning signal) is recorded as ``timeout``. Results carry ``node`` (the worker's
 facts, plus the Slurm node name and job id) and ``attempts``.
 
-One job per task: a job costs a fresh interpreter and a torch import (a few seconds), small
-against a cell's build but paid by every timing round too. Job logs go to ``run_dir/slurm/<job id>``
-(the task's own output still goes to ``run_dir/logs``).
+One job per task: a job costs a fresh interpreter and the forkserver's import of torch and
+the plugins (seconds), small against a cell's build but paid by every timing round too. Time
+waiting in the queue does not count against ``run.cell_timeout_s``. Job logs go to
+``run_dir/slurm/<job id>`` (the task's own output still goes to ``run_dir/logs``).
 
 Measurements never overlap: by default (``exclusive_timing = true``) a timing job asks for a
 whole node (``sbatch --exclusive``), so nothing else, not even another user's job, runs
@@ -35,7 +36,8 @@ job, maybe on another node, reads it.
 
 ``cluster = "local"`` runs the jobs as processes on this machine (submitit's local executor,
 for tests and for trying Slurm settings out); then groups run one at a time, as with the
-``local`` executor, and a Ctrl-C in the terminal reaches the jobs too.
+``local`` executor. Those jobs ignore the terminal's Ctrl-C, which is the runner's to handle,
+and are cancelled by killing their process trees.
 """
 
 from __future__ import annotations
@@ -56,11 +58,12 @@ from benchharness.errors import HarnessError
 from benchharness.executor import Executor, TaskSpec, failure
 
 TIME_MARGIN_MIN = 5
-POLL_S = 0.5
+POLL_S = 0.25
 SINGLETON_NAME = "benchharness-timing"
 JOB_MARK = "[benchharness slurm]"
 INSTALL_HINT = "submitit is not installed; pip install 'benchharness[slurm]'"
 ON_THIS_MACHINE = ("local", "debug")
+IGNORE_CTRL_C = "trap '' INT"
 LOG_TAIL_CHARS = 4000
 
 
@@ -68,7 +71,7 @@ class SlurmConfig(StrictConfig):
     """``[run.slurm]``: where jobs go and what each asks of Slurm."""
 
     cluster: Literal["slurm", "local", "debug"] | None = Field(
-        None, description="submitit's cluster: slurm, local (jobs as processes on this machine, for tests) or debug (in this process); default: submitit's choice."
+        None, description="submitit's cluster: slurm, local (jobs as processes on this machine, for tests) or debug (in this process); default: slurm, found by submitit."
     )
     partition: str | None = Field(None, description="Slurm partition (sbatch --partition); default: the cluster's.")
     gpus_for_cuda: int = Field(1, ge=0, le=64, description="GPUs a job asks for when its task runs on cuda (sbatch --gpus-per-node); other jobs ask for none.")
@@ -232,6 +235,8 @@ class SlurmExecutor(Executor):
         assert self._config is not None and self._folder is not None
         executor = submitit.AutoExecutor(folder=self._folder, cluster=self._config.cluster)
         executor.update_parameters(**job_parameters(self._config, spec, self._group_nodes.get(spec.log_path) if spec.exclusive else None))
+        if self._config.cluster == "local":
+            executor.update_parameters(local_setup=[IGNORE_CTRL_C])
         try:
             job = executor.submit(run_in_job, spec)
         except Exception as error:
@@ -246,9 +251,18 @@ class SlurmExecutor(Executor):
         """Wait for the job to end (True) or for a cancel, which cancels it (False)."""
         while not job.done():
             if self._cancelled.wait(POLL_S):
-                job.cancel(check=False)
+                self._cancel(job)
                 return False
         return True
+
+    def _cancel(self, job: Any) -> None:
+        """scancel the job; a local-cluster job ignores SIGINT (submitit's way to cancel it), so its process tree is killed."""
+        if self._config is not None and self._config.cluster == "local":
+            from benchharness.processes import kill_tree
+
+            kill_tree(int(job.job_id))
+        else:
+            job.cancel(check=False)
 
     def _remember_node(self, spec: TaskSpec, result: dict[str, Any]) -> None:
         """Pin the group's later timing rounds to the Slurm node of its first."""
@@ -265,8 +279,8 @@ class SlurmExecutor(Executor):
     def _lost(self, spec: TaskSpec, lost: list[tuple[Any, str, str]]) -> dict[str, Any]:
         assert self._config is not None
         retries = self._config.retries
-        job, how, details = lost[-1]
-        jobs = ", ".join(str(attempt[0].job_id) for attempt in lost)
+        _, how, details = lost[-1]
+        jobs = ", ".join(str(job.job_id) for job, _, _ in lost)
         error_type = "job_error" if how == "raised" else "node_lost"
         message = f"the Slurm job for {spec.name} {how}, retried {retries} time(s) (run.slurm.retries); jobs {jobs}: {_first_line(details)}"
         return failure(error_type, message, details[-LOG_TAIL_CHARS:])
@@ -280,7 +294,7 @@ class SlurmExecutor(Executor):
         with self._lock:
             jobs, self._jobs = list(self._jobs), set()
         for job in jobs:
-            job.cancel(check=False)
+            self._cancel(job)
 
 
 @hookimpl

@@ -78,6 +78,7 @@ def both_runs(tmp_path_factory):
     return local, slurm
 
 
+@pytest.mark.slow
 def test_jobs_record_what_local_workers_record(both_runs):
     """Same cells, same statuses, latencies measured; every task was one job whose folder is under run_dir/slurm."""
     (local_result, local_dir, local_wall), (result, run_dir, wall) = both_runs
@@ -115,13 +116,14 @@ def interfere(runs: Path, signals: dict[str, list[int]], stop: threading.Event) 
             try:
                 if not any(process.ppid() != pid for process in psutil.Process(pid).children(recursive=True)):
                     continue
-                time.sleep(1.0)
+                time.sleep(0.5)
                 os.kill(pid, signals[match[1]].pop(0))
             except (psutil.NoSuchProcess, ProcessLookupError):
                 pass
             seen.add(pid)
 
 
+@pytest.mark.slow
 def test_lost_job_is_retried_then_node_lost_and_time_limit_is_timeout(tmp_path):
     """A job killed mid-cell is submitted again, killed again, and recorded failed/node_lost; Slurm's time-limit signal gives timeout."""
     signals = {"cell mlp/lost/cpu/r0": [signal.SIGKILL, signal.SIGKILL], "cell mlp/late/cpu/r0": [signal.SIGUSR2]}
@@ -141,6 +143,28 @@ def test_lost_job_is_retried_then_node_lost_and_time_limit_is_timeout(tmp_path):
     assert (late["status"], late["error_type"]) == ("timeout", "timeout"), late
     assert "time limit of 6 min" in late["error_message"] and "timed-out" in late["traceback"]
     assert signals == {"cell mlp/lost/cpu/r0": [], "cell mlp/late/cpu/r0": []}
+
+
+def test_cancel_all_ends_running_jobs(tmp_path):
+    """cancel_all makes a waiting run() return None and kills the job's processes."""
+    executor = SlurmExecutor()
+    executor.start(SlurmConfig(cluster="local"), tmp_path)
+    spec = TaskSpec(task=None, log_path=tmp_path / "logs" / "cell.log", name="cell never", kind="build", device="cpu", timeout_s=60)
+    returned = []
+    thread = threading.Thread(target=lambda: returned.append(executor.run(spec)))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not list((tmp_path / "slurm").glob("*/*_log.out")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (job_dir,) = [path for path in (tmp_path / "slurm").iterdir() if path.name.isdigit()]
+    job = psutil.Process(int(job_dir.name))
+    processes = [job, *job.children(recursive=True)]
+    assert len(processes) >= 3, "the job's shell, submitit's controller and the job's python"
+    executor.cancel_all()
+    thread.join(10)
+    executor.stop()
+    assert returned == [None]
+    assert not [process for process in processes if process.is_running() and process.status() != psutil.STATUS_ZOMBIE]
 
 
 def test_sbatch_options_of_a_cuda_timing_job(tmp_path, monkeypatch):
