@@ -108,6 +108,8 @@ def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str
     except RecordNotWritten as error:
         errors.print(f"[red]error:[/] {escape(str(error))}", soft_wrap=True, highlight=False)
         sys.exit(EXIT_FAILED_CELLS)
+    except HarnessError as error:  # e.g. an executor that cannot reach its cluster
+        fail(error)
     counts = ", ".join(f"{count} {status}" for status, count in sorted(summary.counts.items())) or "no cells run"
     console.print(f"results: {run_dir.results_path} ({counts})", soft_wrap=True, highlight=False)
     report_path = write_report_if_possible(run_dir, host)
