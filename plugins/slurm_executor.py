@@ -113,8 +113,9 @@ def job_parameters(config: SlurmConfig, spec: TaskSpec, node: str | None = None)
         "nodes": 1,
         "tasks_per_node": 1,
         "cpus_per_task": config.cpus_per_task,
-        "gpus_per_node": config.gpus_for_cuda if needs_gpu(spec) else 0,
     }
+    if needs_gpu(spec) and config.gpus_for_cuda:
+        parameters["gpus_per_node"] = config.gpus_for_cuda
     if config.partition:
         parameters["slurm_partition"] = config.partition
     if spec.exclusive and config.exclusive_timing:

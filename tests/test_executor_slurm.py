@@ -175,7 +175,7 @@ def test_sbatch_options_of_a_cuda_timing_job(tmp_path, monkeypatch):
     assert parameters["gpus_per_node"] == 2 and parameters["slurm_partition"] == "gpu" and parameters["timeout_min"] == 35
     assert parameters["slurm_exclusive"] is True and parameters["slurm_nodelist"] == "gpu-07"
     build = job_parameters(config.model_copy(update={"time_limit_min": 90}), replace(timing, kind="build", device="cpu", timeout_s=30))
-    assert build["gpus_per_node"] == 0 and build["timeout_min"] == 90 and "slurm_exclusive" not in build and "slurm_nodelist" not in build
+    assert "gpus_per_node" not in build and build["timeout_min"] == 90 and "slurm_exclusive" not in build and "slurm_nodelist" not in build
     shared = job_parameters(config.model_copy(update={"exclusive_timing": False}), timing)
     assert (shared["name"], shared["slurm_dependency"]) == (SINGLETON_NAME, "singleton") and "slurm_exclusive" not in shared
 
@@ -197,6 +197,19 @@ def test_sbatch_options_of_a_cuda_timing_job(tmp_path, monkeypatch):
         "#SBATCH --account=proj", "#SBATCH --cpus-per-task=2", "#SBATCH --job-name='benchharness:timing mlp/cuda/r0/rounds'", "module load cuda",
     ):
         assert line in lines, f"{line!r} not in the sbatch script"
+
+
+def test_describe_job_asks_for_a_gpu_when_the_suite_has_cuda(host, tmp_path):
+    """Devices are probed in the describe job, so it needs a GPU when any cell does."""
+    from benchharness.suite import load_suite_text
+    from benchharness.tasks import DescribeTask
+
+    def describe(devices: str) -> TaskSpec:
+        suite = load_suite_text(f"devices = {devices}\n" + TINY, "suite.toml", host)
+        return TaskSpec(task=DescribeTask(suite, host.options), log_path=tmp_path / "describe.log", name="describe", kind="describe", device="cpu", timeout_s=60)
+
+    assert job_parameters(SlurmConfig(), describe('["cpu", "cuda"]'))["gpus_per_node"] == 1
+    assert "gpus_per_node" not in job_parameters(SlurmConfig(), describe('["cpu"]'))
 
 
 @pytest.mark.skipif(shutil.which("sbatch") is not None, reason="this machine has Slurm")
