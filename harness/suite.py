@@ -155,13 +155,17 @@ class MeasureSettings(Section):
     eval_batch_size: int = Field(512, ge=1, description="Batch size used to compute accuracy.")
 
     def thread_count(self) -> int:
-        """The torch threads a cell uses: ``threads``, or else the machine's physical cores (at most one per allowed CPU)."""
+        """The torch threads a cell uses: ``threads``, or else the machine's physical cores, at most one per CPU the process may use.
+
+        The CPUs it may use are ``cpus``, or the affinity it was given (a Slurm job's or a container's allocation).
+        """
         import psutil
 
         if self.threads:
             return self.threads
         physical = psutil.cpu_count(logical=False) or 1
-        return max(1, min(physical, len(self.cpus) if self.cpus else physical))
+        allowed = len(self.cpus) if self.cpus else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else physical
+        return max(1, min(physical, allowed))
 
     @model_validator(mode="after")
     def _iterations_in_order(self) -> "MeasureSettings":

@@ -720,3 +720,13 @@ def test_too_many_cells(host):
     assert load_suite_text(models + "repeats = 1000\n[data]\nname = 'digits'\n" + techniques, "suite.toml", host)
     problem = only_problem(models + "repeats = 1000\ndevices = ['cpu', 'cuda']\n[data]\nname = 'digits'\n" + techniques, host)
     assert problem.message == "the matrix would have 200,000 cells (4 models x 25 pipelines x 2 devices x 1000 repeats), more than 100,000"
+
+
+def test_default_threads_follow_the_cpus_the_process_may_use():
+    """A process pinned to one CPU (a Slurm job's or a container's allocation) gets one torch thread by default."""
+    import subprocess
+    import sys
+
+    script = "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); from benchharness.suite import MeasureSettings; print(MeasureSettings().thread_count())"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "1"
