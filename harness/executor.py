@@ -28,6 +28,8 @@ class TaskSpec:
     interleaved round of a group). A timing task is ``exclusive``: it must never run at the
     same time as another exclusive task on the same machine, so measurements do not disturb
     each other. ``device`` is the device the task needs (e.g. ``cuda`` asks for a GPU).
+    ``group`` names the (model, device) group a timing task belongs to: all rounds of a group
+    should run on one machine, so its speedups compare like with like.
     """
 
     task: Any
@@ -36,6 +38,12 @@ class TaskSpec:
     kind: str
     device: str
     timeout_s: float
+    group: str | None = None
+
+    @property
+    def group_key(self) -> str:
+        """What identifies the task's group (its log path when no group is named)."""
+        return self.group or str(self.log_path)
 
     @property
     def exclusive(self) -> bool:

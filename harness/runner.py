@@ -98,10 +98,10 @@ class Runner:
             self._started = False
             self.executor.stop()
 
-    def _run(self, task: Any, log_path: Path, name: str, kind: str, device: str) -> dict[str, Any] | None:
+    def _run(self, task: Any, log_path: Path, name: str, kind: str, device: str, group: str | None = None) -> dict[str, Any] | None:
         """Run ``task`` through the executor; its result, a failure, or None when cancelled."""
         timeout = self.suite.spec.run.cell_timeout_s
-        return self.executor.run(TaskSpec(task=task, log_path=log_path, name=name, kind=kind, device=device, timeout_s=timeout))
+        return self.executor.run(TaskSpec(task=task, log_path=log_path, name=name, kind=kind, device=device, timeout_s=timeout, group=group))
 
     def _skip_reason(self, cell: Cell) -> str | None:
         if cell.device not in self._device_reasons:
@@ -134,7 +134,7 @@ class Runner:
         from benchharness.tasks import TimingTask
 
         task = TimingTask([(slot, Path(contender.artifact)) for slot, contender in slots], device, self.suite.spec.measure, self.host.options)
-        result = self._run(task, self.run_dir.log_path(log_name), f"timing {log_name}", "timing", device)
+        result = self._run(task, self.run_dir.log_path(log_name), f"timing {log_name}", "timing", device, group=log_name)
         if result is None:
             raise KeyboardInterrupt
         return result

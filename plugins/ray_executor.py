@@ -226,7 +226,7 @@ class RayExecutor(Executor):
             result.setdefault("attempts", attempts)
         node_id = (result.get("node") or {}).get("ray_node_id")
         if spec.exclusive and node_id:
-            self._timing_nodes.setdefault(str(spec.log_path), node_id)
+            self._timing_nodes.setdefault(spec.group_key, node_id)
         return result
 
     def _options(self, spec: TaskSpec) -> dict[str, Any]:
@@ -245,7 +245,7 @@ class RayExecutor(Executor):
             "max_retries": config.retries,
             "retry_exceptions": False,
         }
-        pinned = self._timing_nodes.get(str(spec.log_path)) if spec.exclusive else None
+        pinned = self._timing_nodes.get(spec.group_key) if spec.exclusive else None
         if pinned:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(pinned, soft=False)
         return options

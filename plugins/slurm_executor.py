@@ -227,7 +227,7 @@ class SlurmExecutor(Executor):
             finally:
                 with self._lock:
                     self._jobs.discard(job)
-            self._group_nodes.pop(spec.log_path, None)
+            self._group_nodes.pop(spec.group_key, None)
         return self._lost(spec, lost)
 
     def _submit(self, spec: TaskSpec) -> Any:
@@ -235,7 +235,7 @@ class SlurmExecutor(Executor):
 
         assert self._config is not None and self._folder is not None
         executor = submitit.AutoExecutor(folder=self._folder, cluster=self._config.cluster)
-        executor.update_parameters(**job_parameters(self._config, spec, self._group_nodes.get(spec.log_path) if spec.exclusive else None))
+        executor.update_parameters(**job_parameters(self._config, spec, self._group_nodes.get(spec.group_key) if spec.exclusive else None))
         if self._config.cluster == "local":
             executor.update_parameters(local_setup=[IGNORE_CTRL_C])
         try:
@@ -269,7 +269,7 @@ class SlurmExecutor(Executor):
         """Pin the group's later timing rounds to the Slurm node of its first."""
         node = (result.get("node") or {}).get("slurm_node")
         if spec.exclusive and node:
-            self._group_nodes.setdefault(spec.log_path, node)
+            self._group_nodes.setdefault(spec.group_key, node)
 
     def _timeout(self, spec: TaskSpec, job: Any, details: str) -> dict[str, Any]:
         assert self._config is not None
