@@ -91,14 +91,14 @@ def available(executor: str) -> bool:
     return subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode == 0
 
 
-def per_cell_overhead(work: Path, rounds: int, cells: int) -> None:
+def per_cell_overhead(work: Path, rounds: int, cells: int, only: list[str] | None = None) -> None:
     """Part 1: the marginal wall time of a tiny cell under each executor (runs of N and 2N cells, alternating).
 
     Fixed start-up (a Ray instance, a forkserver per Ray worker, the run's description) is paid
     once per run, so the per-cell cost is the slope between the two sizes. Slurm jobs take long
     enough that it runs only the smaller size; its figure is the whole wall time per cell.
     """
-    executors = [name for name in EXECUTOR_OPTIONS if available(name)]
+    executors = [name for name in EXECUTOR_OPTIONS if available(name) and (not only or name in only or name == "local")]
     sizes = {name: (cells,) if name == "slurm" else (cells, 2 * cells) for name in executors}
     walls: dict[tuple[str, int], list[float]] = {(name, size): [] for name in executors for size in sizes[name]}
     dispatch: dict[str, list[float]] = {name: [] for name in executors}
@@ -151,10 +151,11 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--skip-overlap", action="store_true", help="only part 1")
+    parser.add_argument("--only", nargs="*", choices=list(EXECUTOR_OPTIONS), help="executors to compare with local in part 1 (default: every installed one)")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="executors-") as directory:
         work = Path(directory)
-        per_cell_overhead(work, options.rounds, options.cells)
+        per_cell_overhead(work, options.rounds, options.cells, options.only)
         if not options.skip_overlap:
             training_overlap(work, options.epochs)
 
