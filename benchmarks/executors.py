@@ -94,7 +94,8 @@ def available(executor: str) -> bool:
 def per_cell_overhead(work: Path, rounds: int, cells: int, only: list[str] | None = None) -> None:
     """Part 1: the marginal wall time of a tiny cell under each executor (runs of N and 2N cells, alternating).
 
-    Fixed start-up (a Ray instance, a forkserver per Ray worker, the run's description) is paid
+    Every executor runs one group at a time here, as `local` does. Fixed start-up (a Ray
+    instance, a forkserver per Ray worker, the run's description) is paid
     once per run, so the per-cell cost is the slope between the two sizes. Slurm jobs take long
     enough that it runs only the smaller size; its figure is the whole wall time per cell.
     """
@@ -107,7 +108,8 @@ def per_cell_overhead(work: Path, rounds: int, cells: int, only: list[str] | Non
             for size in sizes[name]:
                 suite = work / f"tiny-{size}.toml"
                 suite.write_text(TINY.format(cells=size))
-                wall, records = run(suite, work / f"tiny-{name}-{size}-{round_number}", name)
+                one_group_at_a_time = ["--set", f"run.{name}.parallel_groups=1"] if name != "local" else []
+                wall, records = run(suite, work / f"tiny-{name}-{size}-{round_number}", name, *one_group_at_a_time)
                 assert len(records) == size, f"{name}: {len(records)} records"
                 walls[(name, size)].append(wall)
                 dispatch[name] += [record["worker_overhead_s"] for record in records if record.get("worker_overhead_s") is not None]
