@@ -170,19 +170,20 @@ def test_time_interleaved_cycles_through_every_model_in_varying_order():
 
 
 def test_time_interleaved_turns_last_interleave_ms():
-    """A turn ends with the first call that brings it to interleave_ms: runs of 1 ms and 3 ms calls split into 4 ms turns exactly."""
+    """A turn ends with the first call that brings it to interleave_ms: runs of 1 ms and 3 ms calls make turns of several calls, never more than 4 ms of them.
+
+    A run of one model's calls is one turn, or two when a shuffled cycle starts with the model
+    that ended the last. Load only lengthens calls, so the bounds hold on a busy machine too:
+    a turn of 1 ms calls has at most 4 of them, a turn of 3 ms calls at most 2.
+    """
     log = TurnLog(a=0.001, b=0.003)
     samples = time_interleaved(log.models, {"a": BATCH, "b": BATCH}, settings(min_iterations=16, interleave_ms=4), lambda: None)
-    position = {"a": 0, "b": 0}
-    for name, count in log.turns()[:6]:  # the first three cycles, before either model is done
-        run = samples[name][position[name] : position[name] + count]
-        position[name] += count
-        spent = 0.0  # a run of one model's calls is one turn, or two when a shuffled cycle starts with the model that ended the last
-        for sample in run:
-            spent += sample
-            if spent >= 4.0 * 0.98:
-                spent = 0.0
-        assert spent == 0.0, f"{name}'s calls {run} end in the middle of a turn"
+    runs = log.turns()[:6]  # the first three cycles, before either model is done
+    most = {"a": 2 * 4, "b": 2 * 2}
+    for name, count in runs:
+        assert count <= most[name], f"{name} ran {count} calls in a row: a turn went on past interleave_ms"
+    a_runs = [count for name, count in runs if name == "a"]
+    assert sum(a_runs) / len(a_runs) >= 2, f"turns of 1 ms calls should hold several calls, not {a_runs}"
     assert len(samples["a"]) >= 16 and len(samples["b"]) >= 16
 
 
