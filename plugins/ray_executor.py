@@ -64,7 +64,7 @@ class RayConfig(StrictConfig):
     address: str | None = Field(None, description="Ray cluster address (HOST:PORT or ray://HOST:PORT); unset: $RAY_ADDRESS if set, else a local Ray instance started for the run ('local' forces that).")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of the local Ray instance (default: all of this machine's); only for a local instance.")
     temp_dir: str | None = Field(None, min_length=1, description="Where the local Ray instance keeps its session files and logs (default: Ray's, /tmp/ray); only for a local instance.")
-    parallel_groups: int = Field(2, ge=1, description="How many (model, device) groups run at once.")
+    parallel_groups: int | None = Field(None, ge=1, description="How many (model, device) groups run at once; unset: 1 on a Ray instance started here (one machine: builds beside timing rounds would make them noisy), 2 on a cluster.")
     cpus_per_task: float = Field(1.0, gt=0, description="CPUs each task asks Ray for.")
     retries: int = Field(1, ge=0, le=100, description="How many times a task whose Ray worker or node died is run again before its cell fails as node_lost.")
     measure_resource: str = Field(MEASURE_RESOURCE, min_length=1, description="Custom Ray resource each node offers 1 of; a timing task takes it all, so timings never overlap on a node.")
@@ -166,8 +166,10 @@ class RayExecutor(Executor):
         return None if importlib.util.find_spec("ray") is not None else INSTALL_HINT
 
     def parallel_groups(self, config: Any) -> int:
-        """``parallel_groups`` from the config."""
-        return config.parallel_groups
+        """``parallel_groups`` from the config; unset, 1 on a local instance started for the run and 2 on a cluster."""
+        if config.parallel_groups is not None:
+            return config.parallel_groups
+        return 1 if self._started_instance else 2
 
     def start(self, config: Any, run_dir: Path) -> None:
         """Connect to the cluster (or start a local instance) and check that some node offers the measurement resource."""
