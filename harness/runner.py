@@ -56,6 +56,7 @@ class Runner:
         self._lock = threading.Lock()
         self._started = False
         self.executor: Executor = host.executors[suite.spec.run.executor]
+        self._executor_config = self.executor.Config.model_validate(suite.executor_config)
         self._skip_reasons: Counter = Counter()
         self._device_reasons: dict[str, str] = {}
         self._cells = {cell.id: cell for cell in expand(suite)}
@@ -81,15 +82,12 @@ class Runner:
 
     def _executor_info(self) -> dict[str, Any]:
         name = self.suite.spec.run.executor
-        return {"name": name, "options": self.suite.executor_config, **self.executor.describe(self._executor_config())}
-
-    def _executor_config(self) -> Any:
-        return self.executor.Config.model_validate(self.suite.executor_config)
+        return {"name": name, "options": self.suite.executor_config, **self.executor.describe(self._executor_config)}
 
     def start(self) -> None:
         """Start the executor (once)."""
         if not self._started:
-            self.executor.start(self._executor_config(), self.run_dir.path)
+            self.executor.start(self._executor_config, self.run_dir.path)
             self._started = True
 
     def close(self) -> None:
@@ -165,7 +163,7 @@ class Runner:
 
         The main thread waits, so that Ctrl-C reaches it: the second one cancels every running task.
         """
-        parallel = max(1, self.executor.parallel_groups(self._executor_config()))
+        parallel = max(1, self.executor.parallel_groups(self._executor_config))
         with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="group") as pool:
             futures = [pool.submit(self.run_group, group, summary) for group in groups]
             try:
@@ -179,16 +177,14 @@ class Runner:
             if failed or any(not future.done() for future in futures):
                 self._interrupts = max(self._interrupts, 2)
                 self.executor.cancel_all()
-            for future in futures:
-                future.exception()
         for future in futures:
             if future.exception() is not None:
                 raise future.exception()
-        return all(future.result() for future in futures) and not self._interrupts
+        return all(future.result() for future in futures)
 
     def run_group(self, group: Group, summary: RunSummary) -> bool:
         """Build every cell of ``group``, time them in interleaved rounds, record them; False when interrupted before the end."""
-        built: list[dict[str, Any]] = []
+        built: list[CellRecord] = []
         complete = True
         try:
             for cell in group.cells:

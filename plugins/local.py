@@ -44,6 +44,25 @@ def _signal_name(exitcode: int) -> str:
         return f"signal {-exitcode}"
 
 
+_here_lock = threading.Lock()
+_here_started = False
+
+
+def run_here(spec: TaskSpec, forkserver_log: Path) -> dict[str, Any]:
+    """Run ``spec`` on this machine as the local executor does: the remote half of executors such as ray and slurm.
+
+    Starts this process's forkserver the first time (its output to ``forkserver_log``) and waits
+    until it has imported torch, so no task is charged for that.
+    """
+    global _here_started
+    with _here_lock:
+        if not _here_started:
+            launch_workers(Path(forkserver_log))
+            start_workers()
+            _here_started = True
+    return LocalExecutor().run(spec) or failure("crash", "the local executor returned no result")
+
+
 class LocalExecutor(Executor):
     """Fresh forked workers on this machine, one group at a time."""
 

@@ -94,27 +94,11 @@ def _ray_script_hidden() -> Iterator[None]:
             main.__file__ = path
 
 
-_forkserver_lock = threading.Lock()
-_forkserver_started = False
-
-
-def _start_forkserver(logs_dir: str) -> None:
-    """Start this Ray worker process's forkserver (once), logging to ``logs_dir``, and wait until it has imported torch."""
-    global _forkserver_started
-    from benchharness.forkserver import launch_workers, start_workers
-
-    with _forkserver_lock:
-        if not _forkserver_started:
-            launch_workers(Path(logs_dir) / f"forkserver-{socket.gethostname()}-{os.getpid()}.log")
-            start_workers()
-            _forkserver_started = True
-
-
 def run_on_node(spec: TaskSpec, logs_dir: str) -> dict[str, Any]:
     """The Ray task: run ``spec`` as the local executor would, on this node; its result with the node that ran it."""
     import ray
 
-    from benchharness.plugins.local import LocalExecutor
+    from benchharness.plugins.local import run_here
 
     node = {"hostname": socket.gethostname(), "ray_node_id": ray.get_runtime_context().get_node_id()}
     if not Path(logs_dir).is_dir():
@@ -123,8 +107,7 @@ def run_on_node(spec: TaskSpec, logs_dir: str) -> dict[str, Any]:
     with open(spec.log_path, "a") as log:
         log.write(f"{ATTEMPT_MARK} {node['hostname']} (Ray worker pid {os.getpid()})\n")
     with _ray_script_hidden():
-        _start_forkserver(logs_dir)
-        result = LocalExecutor().run(spec) or failure("crash", "the local executor returned no result")
+        result = run_here(spec, Path(logs_dir) / f"forkserver-{node['hostname']}-{os.getpid()}.log")
     result["node"] = {**node, **(result.get("node") or {}), "ray_node_id": node["ray_node_id"]}
     return result
 

@@ -136,15 +136,12 @@ def run_in_job(spec: TaskSpec) -> dict[str, Any]:
 
     The forkserver's own output goes to the task's log; the result's ``node`` gains the Slurm node and job id.
     """
-    from benchharness.forkserver import launch_workers, start_workers
-    from benchharness.plugins.local import LocalExecutor
+    from benchharness.plugins.local import run_here
 
     hostname = socket.gethostname()
     print(f"{JOB_MARK} {spec.name} on {hostname}, pid {os.getpid()}", flush=True)
     Path(spec.log_path).parent.mkdir(parents=True, exist_ok=True)
-    launch_workers(Path(spec.log_path))
-    start_workers()
-    result = LocalExecutor().run(spec)
+    result = run_here(spec, Path(spec.log_path))
     slurm = {"slurm_node": os.environ.get("SLURMD_NODENAME"), "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
     result["node"] = {"hostname": hostname, **(result.get("node") or {}), **slurm}
     return result
