@@ -58,6 +58,7 @@ DEFAULT_PLUGINS = (
     "benchharness.plugins.local",
     "benchharness.plugins.ray_executor",
     "benchharness.plugins.slurm_executor",
+    "benchharness.plugins.report_sections",
 )
 ENTRY_POINT_GROUP = "benchharness"
 DISABLE_ENV = "BENCHHARNESS_DISABLE_PLUGINS"

@@ -184,6 +184,14 @@ class RunSettings(ParametrisedSection):
     executor: str = Field("local", description="Where cells run: 'local' (this machine), 'ray' or 'slurm'; see `benchharness list executors`.")
 
 
+class ReportSettings(Section):
+    """``[report]``: how the report answers "which technique should I ship?"."""
+
+    max_accuracy_drop: float = Field(
+        1.0, ge=0, le=100, description="Accuracy budget in percentage points: the answers name the fastest technique whose top-1 accuracy is at most this much below the reference's."
+    )
+
+
 class MatchRule(Section):
     """An ``[[include]]`` or ``[[exclude]]`` rule; each given key is a glob pattern."""
 
@@ -213,6 +221,7 @@ class SuiteSpec(Section):
     train: TrainBudget = Field(default_factory=TrainBudget)
     measure: MeasureSettings = Field(default_factory=MeasureSettings)
     run: RunSettings = Field(default_factory=RunSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
     include: list[MatchRule] = Field(default_factory=list, description="When given, only cells matching a rule run.")
     exclude: list[MatchRule] = Field(default_factory=list, description="Cells matching any rule are dropped.")
 
