@@ -308,21 +308,42 @@ def probe(as_json: bool, plugins: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("run_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the HTML [default: RUN_DIR/report.html]; a CSV is written beside it.")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the HTML [default: RUN_DIR/report.html; for several runs, SUITE-runs.html beside the last]; a CSV is written beside a run's report.")
 @click.option("--cdn", is_flag=True, help="Link plotly.js from its CDN instead of inlining it (smaller file, needs internet to view).")
 @plugin_option
-def report(run_dir: Path, output: Path | None, cdn: bool, plugins: tuple[str, ...]) -> None:
-    """Write the HTML report of RUN_DIR (also of a run that is still going or was killed)."""
+def report(run_dirs: tuple[Path, ...], output: Path | None, cdn: bool, plugins: tuple[str, ...]) -> None:
+    """Write the HTML report of RUN_DIR (also of a run that is still going or was killed).
+
+    Given several run directories of one suite, write a page of each technique's speedup
+    across those runs (oldest first) instead.
+    """
     from benchharness.report import write_report
     from benchharness.store import RunDir
 
     try:
-        warn_about_skipped_lines(RunDir.open(run_dir))
-        path = write_report(run_dir, output, cdn=cdn, host=make_host(plugins))
+        for run_dir in run_dirs:
+            warn_about_skipped_lines(RunDir.open(run_dir))
+        if len(run_dirs) > 1:
+            path = write_trend(list(run_dirs), output, cdn)
+            console.print(f"runs:   {path}", soft_wrap=True)
+            return
+        path = write_report(run_dirs[0], output, cdn=cdn, host=make_host(plugins))
     except HarnessError as error:
         fail(error)
-    console.print(f"report: {path}\ntable:  {path.with_suffix('.csv')}")
+    console.print(f"report: {path}\ntable:  {path.with_suffix('.csv')}", soft_wrap=True)
+
+
+def write_trend(run_dirs: list[Path], output: Path | None, cdn: bool) -> Path:
+    """Write the page of speedups across ``run_dirs`` and return its path."""
+    from benchharness.report.views import load_same_suite, trend_page
+
+    page = trend_page(run_dirs, cdn=cdn)
+    name = load_same_suite(run_dirs[:1])[0].info["suite"]["name"]
+    path = Path(output) if output else Path(run_dirs[-1]).resolve().parent / f"{name}-runs.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
 
 
 @cli.command()
@@ -336,7 +357,8 @@ def compare(run_a: Path, run_b: Path, output: Path | None, threshold: float) -> 
     Cells are matched by model, technique, device and batch size. Latency changes are tested
     with a Mann-Whitney U test on the raw samples.
     """
-    from benchharness.report.compare import comparison_html, compare_runs
+    from benchharness.report.compare import compare_runs
+    from benchharness.report.views import comparison_page
 
     try:
         table = compare_runs(run_a, run_b, threshold)
@@ -356,7 +378,7 @@ def compare(run_a: Path, run_b: Path, output: Path | None, threshold: float) -> 
         )
     console.print(view)
     if output:
-        output.write_text(comparison_html(table, run_a, run_b, threshold), encoding="utf-8")
+        output.write_text(comparison_page(table, run_a, run_b, threshold), encoding="utf-8")
         console.print(f"comparison: {output}")
     if table["regression"].any():
         errors.print(f"[red]{int(table['regression'].sum())} significant regression(s)[/]")

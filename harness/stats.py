@@ -1,4 +1,4 @@
-"""Confidence intervals from paired, interleaved rounds.
+"""Confidence intervals: of speedups from paired, interleaved rounds, and of accuracy differences.
 
 Each round yields one median latency per cell. A speedup's uncertainty comes
 from how much the per-round ratios (reference / cell, measured seconds apart)
@@ -7,6 +7,10 @@ disagreement between rounds widens the interval. The interval is Student's t
 on the logarithms of the ratios (scipy.stats.t): exact for log-normal ratios
 and honest for the few rounds a benchmark can afford, where a bootstrap would
 be too narrow.
+
+Accuracy differences get intervals for proportions: paired (the same test images, each
+model right or wrong on each) when the records say which images each cell got right, and
+for independent samples otherwise.
 """
 
 from __future__ import annotations
@@ -95,3 +99,63 @@ def paired_ratio(numerators: Sequence[float], denominators: Sequence[float], con
         return RatioEstimate(math.nan, math.nan, math.nan, 0, math.nan)
     estimate, low, high = log_mean_ci(ratios, confidence)
     return RatioEstimate(estimate, low, high, len(ratios), spread(ratios), geometric_sd(ratios))
+
+
+def _z(confidence: float) -> float:
+    return float(stats.norm.ppf(0.5 + confidence / 2.0))
+
+
+def paired_accuracy_difference(correct_a: Sequence[bool], correct_b: Sequence[bool], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """Accuracy of b minus accuracy of a on the same test images, with its confidence interval.
+
+    ``correct_a`` and ``correct_b`` say, image by image in the same order, whether each model
+    was right. The interval is Agresti and Min's adjusted Wald interval for matched
+    proportions (A. Agresti, Y. Min, "Simple improved confidence intervals for comparing
+    matched proportions", Statistics in Medicine 24(5):729-740, 2005): add 0.5 to each cell
+    of the 2x2 table of (a correct, b correct) counts and apply the Wald interval to the
+    adjusted proportions. Unlike the plain Wald interval it keeps a width when the models
+    never disagree. The estimate is the raw difference; the bounds are clipped to [-1, 1].
+    Returns ``(estimate, low, high)``.
+    """
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"paired accuracies need two vectors of one non-zero length, not {a.shape} and {b.shape}")
+    n = a.size
+    only_a = float(np.count_nonzero(a & ~b)) + 0.5
+    only_b = float(np.count_nonzero(~a & b)) + 0.5
+    adjusted_n = n + 2.0
+    p_only_a, p_only_b = only_a / adjusted_n, only_b / adjusted_n
+    centre = p_only_b - p_only_a
+    half_width = _z(confidence) * math.sqrt(max(p_only_a + p_only_b - centre**2, 0.0) / adjusted_n)
+    estimate = (only_b - only_a) / n
+    return estimate, max(centre - half_width, -1.0), min(centre + half_width, 1.0)
+
+
+def wilson_interval(proportion: float, n: float, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson's score interval of a proportion observed in ``n`` trials (no continuity correction)."""
+    z = _z(confidence)
+    denominator = 1.0 + z**2 / n
+    centre = (proportion + z**2 / (2.0 * n)) / denominator
+    half_width = z / denominator * math.sqrt(proportion * (1.0 - proportion) / n + z**2 / (4.0 * n**2))
+    return max(centre - half_width, 0.0), min(centre + half_width, 1.0)
+
+
+def unpaired_accuracy_difference(accuracy_a: float, n_a: float, accuracy_b: float, n_b: float, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """``accuracy_b - accuracy_a`` of independent samples, with Newcombe's hybrid score interval.
+
+    Method 10 of R. G. Newcombe, "Interval estimation for the difference between independent
+    proportions: comparison of eleven methods", Statistics in Medicine 17(8):873-890, 1998:
+    the interval combines the Wilson intervals of both accuracies. For records that do not
+    say which images each model got right; it ignores the pairing, so it is wider than
+    :func:`paired_accuracy_difference` when both models saw the same images.
+    Returns ``(estimate, low, high)``.
+    """
+    if not n_a > 0 or not n_b > 0:
+        raise ValueError(f"accuracies need a positive number of samples, not {n_a} and {n_b}")
+    low_a, high_a = wilson_interval(accuracy_a, n_a, confidence)
+    low_b, high_b = wilson_interval(accuracy_b, n_b, confidence)
+    difference = accuracy_b - accuracy_a
+    low = difference - math.sqrt((accuracy_b - low_b) ** 2 + (high_a - accuracy_a) ** 2)
+    high = difference + math.sqrt((high_b - accuracy_b) ** 2 + (accuracy_a - low_a) ** 2)
+    return difference, low, high

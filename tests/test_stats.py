@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
-from benchharness.stats import log_mean_ci, paired_ratio, spread, geometric_sd
+from benchharness.stats import geometric_sd, log_mean_ci, paired_accuracy_difference, paired_ratio, spread, unpaired_accuracy_difference, wilson_interval
 
 
 def test_identical_rounds_give_a_point_interval():
@@ -84,3 +84,82 @@ def test_geometric_sd_does_not_grow_with_more_rounds_like_the_spread():
     assert geometric_sd(many) == pytest.approx(0.05, abs=0.002)
     assert paired_ratio(many, [1.0] * 40).sd == pytest.approx(geometric_sd(many))
     assert geometric_sd([2.0]) == 0.0
+
+
+def test_models_that_agree_on_every_image_still_get_an_interval():
+    """Identical right/wrong vectors: the difference is 0, and the Agresti-Min interval keeps a width around it."""
+    correct = np.arange(360) % 7 != 0
+    estimate, low, high = paired_accuracy_difference(correct, correct)
+    assert estimate == 0.0 and low < 0.0 < high
+    assert high == pytest.approx(1.959964 / 362, rel=1e-5) and low == pytest.approx(-high)
+
+
+def test_one_discordant_image_is_not_a_difference():
+    """One image out of 360 that only b gets right: estimate 1/360, interval containing 0."""
+    a = np.ones(360, dtype=bool)
+    a[17] = False
+    estimate, low, high = paired_accuracy_difference(a, np.ones(360, dtype=bool))
+    assert estimate == pytest.approx(1 / 360)
+    assert low < 0.0 < high
+
+
+def test_thirty_improvements_and_no_losses_are_a_difference():
+    """30 of 360 images improved and none got worse: the interval lies above 0, its bounds from the adjusted 2x2 table."""
+    a = np.ones(360, dtype=bool)
+    a[:30] = False
+    estimate, low, high = paired_accuracy_difference(a, np.ones(360, dtype=bool))
+    assert estimate == pytest.approx(30 / 360)
+    only_b, only_a = 30.5 / 362, 0.5 / 362
+    half_width = 1.959964 * math.sqrt((only_a + only_b - (only_b - only_a) ** 2) / 362)
+    assert low == pytest.approx(30 / 362 - half_width, rel=1e-5) and high == pytest.approx(30 / 362 + half_width, rel=1e-5)
+    assert low > 0.0
+    swapped = paired_accuracy_difference(np.ones(360, dtype=bool), a)
+    assert swapped == pytest.approx((-estimate, -high, -low))
+
+
+def test_paired_interval_rejects_vectors_of_different_lengths():
+    """Vectors of two lengths are not the same test images."""
+    with pytest.raises(ValueError):
+        paired_accuracy_difference([True, False], [True])
+    with pytest.raises(ValueError):
+        paired_accuracy_difference([], [])
+
+
+def test_paired_interval_covers_the_true_difference_95_percent_of_the_time():
+    """2000 simulated pairs of correlated right/wrong vectors (n=360): the 95% interval covers the true difference 93-97% of the time."""
+    rng = np.random.default_rng(12)
+    cells = np.array([0.80, 0.03, 0.07, 0.10])  # both right, only a, only b, both wrong
+    truth = cells[2] - cells[1]
+    draws = rng.choice(4, size=(2000, 360), p=cells)
+    correct_a, correct_b = (draws == 0) | (draws == 1), (draws == 0) | (draws == 2)
+    covered = 0
+    for a, b in zip(correct_a, correct_b):
+        _, low, high = paired_accuracy_difference(a, b)
+        covered += low <= truth <= high
+    assert 0.93 <= covered / 2000 <= 0.97
+
+
+def test_unpaired_interval_is_newcombes_hybrid_score():
+    """Newcombe (1998), example (a): 56/70 vs 48/80 gives 0.0524 to 0.3339 with method 10; the same from the Wilson bounds by hand."""
+    estimate, low, high = unpaired_accuracy_difference(48 / 80, 80, 56 / 70, 70)
+    assert estimate == pytest.approx(0.2)
+    assert low == pytest.approx(0.0524, abs=5e-5) and high == pytest.approx(0.3339, abs=5e-5)
+    z = 1.959964
+    wilson = {}
+    for name, (p, n) in {"a": (48 / 80, 80), "b": (56 / 70, 70)}.items():
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+        wilson[name] = (centre - half, centre + half)
+        assert wilson_interval(p, n) == pytest.approx(wilson[name], rel=1e-6)
+    (low_a, high_a), (low_b, high_b) = wilson["a"], wilson["b"]
+    assert low == pytest.approx(0.2 - math.sqrt((56 / 70 - low_b) ** 2 + (high_a - 48 / 80) ** 2), rel=1e-6)
+    assert high == pytest.approx(0.2 + math.sqrt((high_b - 56 / 70) ** 2 + (48 / 80 - low_a) ** 2), rel=1e-6)
+
+
+def test_unpaired_interval_is_wider_than_the_paired_one_for_the_same_images():
+    """Ignoring that both models saw the same images costs precision."""
+    a = np.ones(360, dtype=bool)
+    a[:30] = False
+    _, paired_low, paired_high = paired_accuracy_difference(a, np.ones(360, dtype=bool))
+    _, low, high = unpaired_accuracy_difference(a.mean(), 360, 1.0, 360)
+    assert high - low > paired_high - paired_low

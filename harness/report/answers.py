@@ -26,7 +26,7 @@ class Answer:
     choice: Any = None
     faster: bool = False
     within_budget: int = 0
-    flags: list[str] = field(default_factory=list)
+    flags: list[tuple[str, str]] = field(default_factory=list)
     smallest: Any = None
 
     @property
@@ -43,16 +43,16 @@ def within_budget(rows: pd.DataFrame, max_accuracy_drop_pp: float) -> pd.DataFra
     return rows[delta >= -max_accuracy_drop_pp - 1e-9]
 
 
-def doubts(row: Any, max_accuracy_drop_pp: float) -> list[str]:
-    """What makes a row's numbers doubtful, in words."""
+def doubts(row: Any, max_accuracy_drop_pp: float) -> list[tuple[str, str]]:
+    """What makes a row's numbers doubtful: (a short label, the reason in words) pairs."""
     flags = []
     if row.get("noisy") is True:
-        flags.append(f"noisy: {row.get('noise_reason')}")
+        flags.append(("noisy", f"timed on a disturbed machine: {row.get('noise_reason')}"))
     if isinstance(row.get("speedup_contradiction"), str):
-        flags.append(f"contradicts its representation: {row['speedup_contradiction']}")
+        flags.append(("contradicts its representation", row["speedup_contradiction"]))
     low = row.get("accuracy_delta_ci95_low")
     if not is_missing(low) and low * 100 < -max_accuracy_drop_pp:
-        flags.append(f"budget not assured: the accuracy CI reaches {low * 100:+.2f} pp")
+        flags.append(("budget not assured", f"the accuracy difference's 95% CI reaches {low * 100:+.2f} pp, beyond the {max_accuracy_drop_pp:g} pp budget"))
     return flags
 
 

@@ -22,12 +22,13 @@ a { color: var(--accent); }
 .lead { font-size: 1.05rem; }
 .table-block { margin: .5rem 0 1.3rem; }
 .table-scroll { overflow-x: auto; max-width: 100%; border: 1px solid var(--line); border-radius: 6px; }
-table { border-collapse: separate; border-spacing: 0; font-size: .85rem; width: max-content; min-width: 100%; }
+table { border-collapse: separate; border-spacing: 0; font-size: .82rem; width: max-content; min-width: 100%; }
 caption { text-align: left; padding: .4rem .6rem; color: var(--muted); }
-th, td { border-bottom: 1px solid var(--line); padding: .3rem .55rem; vertical-align: top; white-space: nowrap; background: var(--bg); }
+th, td { border-bottom: 1px solid var(--line); padding: .3rem .45rem; vertical-align: top; white-space: nowrap; background: var(--bg); }
 th { background: var(--panel); position: sticky; top: 0; z-index: 1; }
 th button { all: unset; cursor: pointer; font-weight: 600; }
 th[aria-sort=ascending] button::after { content: " \\25B2"; } th[aria-sort=descending] button::after { content: " \\25BC"; }
+.wrap { white-space: normal; min-width: 8rem; max-width: 22rem; }
 .num { text-align: right; font-variant-numeric: tabular-nums; } .text { text-align: left; }
 .sticky { position: sticky; left: 0; z-index: 2; border-right: 1px solid var(--line); }
 th.sticky { z-index: 3; }

@@ -38,7 +38,7 @@ def _escape(value: Any) -> str:
     return html.escape(str(value))
 
 
-def speedup_html(row: Any, reference: str | None) -> str:
+def speedup_html(row: Any, reference: str | None, flags: bool = True) -> str:
     """The speedup with its 95% CI (the reference shows its A/A control), and flags for doubtful timings."""
     if row["technique"] == reference:
         aa = row.get("aa_speedup")
@@ -49,9 +49,9 @@ def speedup_html(row: Any, reference: str | None) -> str:
         low, high = row.get("speedup_ci95_low"), row.get("speedup_ci95_high")
         css = "good" if not is_missing(low) and low > 1 else "bad" if not is_missing(high) and high < 1 else ""
         text = f"<span class='{css}'>{interval_text(row['speedup_p50'], low, high, unit='x')}</span>"
-    if row.get("noisy") is True:
+    if flags and row.get("noisy") is True:
         text += f"<span class='flag' title='{html.escape(str(row.get('noise_reason')), quote=True)}'>noisy</span>"
-    if isinstance(row.get("speedup_contradiction"), str):
+    if flags and isinstance(row.get("speedup_contradiction"), str):
         text += f"<span class='flag' title='{html.escape(row['speedup_contradiction'], quote=True)}'>contradicts its representation</span>"
     return text
 
@@ -97,13 +97,12 @@ def result_columns(report: Report, several_repeats: bool) -> list[Column]:
         Column("top-1 %", "accuracy_top1", html=lambda row: significant(row["accuracy_top1"] * 100) if not is_missing(row["accuracy_top1"]) else MISSING),
         Column(f"Δ top-1, pp (95% CI{n})", "accuracy_delta", html=accuracy_delta_html,
                title=f"top-1 accuracy minus the {reference}'s, in percentage points; the CI is paired on the same test images (Agresti-Min)"),
-        Column("p50 ms", "latency_p50_ms", html=lambda row: significant(row.get("latency_p50_ms"))),
-        Column("p99 ms", "latency_p99_ms", html=lambda row: significant(row.get("latency_p99_ms"))),
+        Column("p50 / p99 ms", "latency_p50_ms", html=lambda row: f"{significant(row.get('latency_p50_ms'))} <span class='ci'>/ {significant(row.get('latency_p99_ms'))}</span>",
+               title="median and 99th percentile latency of one batch, pooled over the rounds"),
         Column("speedup (95% CI)", "speedup_p50", html=lambda row: speedup_html(row, reference),
                title=f"p50 latency of the {reference} over this cell's, from paired interleaved rounds; the reference shows its A/A control (the noise floor)"),
-        Column("samples/s", "throughput_sps", html=lambda row: count_text(row.get("throughput_sps"))),
-        Column("size", "size_bytes", html=lambda row: bytes_text(row.get("size_bytes")), title="serialized state dict"),
-        Column("size ratio", "size_ratio", html=lambda row: ratio_text(row.get("size_ratio")), title=f"size over the {reference}'s"),
+        Column("size (ratio)", "size_bytes", html=lambda row: f"{bytes_text(row.get('size_bytes'))} <span class='ci'>({ratio_text(row.get('size_ratio'))})</span>",
+               title=f"serialized state dict, and its size over the {reference}'s"),
         Column("zipped", "size_compressed_bytes", html=lambda row: bytes_text(row.get("size_compressed_bytes")),
                title="serialized size after zip compression: what stored zeros (magnitude pruning) save on disk"),
         Column("FLOPs/sample", "flops", html=lambda row: count_text(row.get("flops"))),
@@ -142,20 +141,20 @@ def _answer_row(answer: Answer, report: Report, budget: float) -> dict[str, Any]
     if answer.verdict == "ship":
         verdict = f"<b>{link}</b>"
     elif answer.verdict == "keep":
-        verdict = f"<b><a href='#{cell_anchor(reference['cell_id'], answer.batch_size)}'>{_escape(reference['technique'])}</a></b> <span class='muted'>(no technique within the budget is measurably faster; the fastest is {link})</span>"
+        verdict = f"<b><a href='#{cell_anchor(reference['cell_id'], answer.batch_size)}'>{_escape(reference['technique'])}</a></b> <span class='muted'>(nothing within the budget is measurably faster; fastest: {link})</span>"
     else:
         verdict = f"<b><a href='#{cell_anchor(reference['cell_id'], answer.batch_size)}'>{_escape(reference['technique'])}</a></b> <span class='muted'>(no technique stays within {budget:g} pp)</span>"
     smallest = answer.smallest
     return {
         "group": report.group_title(answer.group), "batch_size": answer.batch_size, "verdict": verdict, "verdict_sort": str(shown["technique"]),
-        "speedup": speedup_html(choice, report.reference) if choice is not None else MISSING,
+        "speedup": speedup_html(choice, report.reference, flags=False) if choice is not None else MISSING,
         "speedup_sort": choice["speedup_p50"] if choice is not None else None,
         "delta": accuracy_delta_html(choice) if choice is not None else MISSING,
         "delta_sort": choice["accuracy_delta"] if choice is not None else None,
         "size": ratio_text(choice.get("size_ratio")) if choice is not None else MISSING,
         "size_sort": choice.get("size_ratio") if choice is not None else None,
         "smallest": f"{_escape(smallest['technique'])} ({ratio_text(smallest.get('size_ratio'))})" if smallest is not None else MISSING,
-        "flags": "<br>".join(f"<span class='bad'>{_escape(flag)}</span>" for flag in answer.flags) or "<span class='muted'>none</span>",
+        "flags": "".join(f"<span class='flag' title='{html.escape(detail, quote=True)}'>{_escape(label)}</span>" for label, detail in answer.flags) or "<span class='muted'>none</span>",
         "technique": shown["technique"],
     }
 
@@ -180,12 +179,12 @@ def render_answers(frame: pd.DataFrame, report: Report) -> str:
     columns = [
         Column("model and device", "group", text=True, sticky=True),
         Column("batch", "batch_size"),
-        Column("ship", "verdict", text=True, html=lambda row: row["verdict"], sort=lambda row: row["verdict_sort"]),
-        Column("speedup (95% CI)", "speedup", html=lambda row: row["speedup"], sort=lambda row: row["speedup_sort"]),
+        Column("ship", "verdict", text=True, wrap=True, html=lambda row: row["verdict"], sort=lambda row: row["verdict_sort"]),
+        Column("speedup (95% CI)", "speedup", html=lambda row: row["speedup"], title="hover a flag for why it is there", sort=lambda row: row["speedup_sort"]),
         Column("Δ top-1, pp (95% CI)", "delta", html=lambda row: row["delta"], sort=lambda row: row["delta_sort"]),
         Column("size ratio", "size", html=lambda row: row["size"], sort=lambda row: row["size_sort"]),
         Column("smallest within budget", "smallest", text=True, html=lambda row: row["smallest"]),
-        Column("doubts", "flags", text=True, html=lambda row: row["flags"]),
+        Column("doubts", "flags", text=True, wrap=True, html=lambda row: row["flags"]),
     ]
     return lead + html_table(rows, columns, "answers", filter_box=False)
 
@@ -233,7 +232,7 @@ def render_noisy(frame: pd.DataFrame, report: Report) -> str | None:
         return None
     columns = [
         Column("cell", "cell_id", text=True, sticky=True, html=lambda row: f"<a href='#{cell_anchor(row['cell_id'], row['batch_size'])}'>{_escape(row['cell_id'])}</a>"),
-        Column("why", "noise_reason", text=True),
+        Column("why", "noise_reason", text=True, wrap=True),
     ]
     return (
         "<p class='note'>These cells were timed while other processes used the CPU, or their rounds disagree: treat their latency and speedup "

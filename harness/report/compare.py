@@ -12,53 +12,55 @@ from scipy.stats import mannwhitneyu
 from benchharness.report.frame import load_run, tidy_frame
 
 KEY = ["model", "technique", "device", "batch_size"]
-RATIO_METRICS = ["accuracy_top1", "latency_p50_ms", "latency_p99_ms", "throughput_sps", "size_bytes", "peak_mem_bytes", "energy_j_per_sample"]
+RATIO_METRICS = ["accuracy_top1", "latency_p50_ms", "latency_p99_ms", "throughput_sps", "size_bytes", "inference_peak_bytes", "energy_j_per_sample"]
 SIGNIFICANCE = 0.05
 
 
 def _pooled(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per key: metric means over repeats and every latency sample pooled."""
+    """One row per key: metric means over repeats (NaN for a metric the frame lacks) and every latency sample pooled."""
     ok = frame[frame["status"] == "ok"]
-    rows = []
-    for key, group in ok.groupby(KEY):
-        row = dict(zip(KEY, key))
-        for metric in RATIO_METRICS:
-            values = pd.to_numeric(group[metric], errors="coerce").dropna()
-            row[metric] = float(values.mean()) if len(values) else math.nan
-        row["samples_ms"] = [sample for samples in group["samples_ms"] if samples for sample in samples]
-        rows.append(row)
-    return pd.DataFrame(rows, columns=KEY + RATIO_METRICS + ["samples_ms"])
+    metrics = ok.reindex(columns=RATIO_METRICS).apply(pd.to_numeric, errors="coerce")
+    means = metrics.groupby([ok[key] for key in KEY]).mean()
+    samples = ok.reindex(columns=["samples_ms"])["samples_ms"].groupby([ok[key] for key in KEY]).agg(
+        lambda column: [sample for samples in column if isinstance(samples, list) for sample in samples]
+    )
+    return means.join(samples).reset_index().reindex(columns=KEY + RATIO_METRICS + ["samples_ms"])
+
+
+def _p_value(before: list[float], after: list[float]) -> float:
+    if len(before) < 3 or len(after) < 3:
+        return math.nan
+    return float(mannwhitneyu(before, after, alternative="two-sided").pvalue)
 
 
 def compare_frames(before: pd.DataFrame, after: pd.DataFrame, threshold: float = 0.05) -> pd.DataFrame:
     """Matched cells with ``after / before`` ratios, a Mann-Whitney U test of latency, and regression flags.
 
     A regression is a latency p50 that grew by more than ``threshold`` with p < 0.05, or a
-    top-1 accuracy that fell by more than ``threshold`` (relative).
+    top-1 accuracy that fell by more than ``threshold`` (relative). A metric missing from
+    either frame has NaN ratios.
     """
     merged = _pooled(before).merge(_pooled(after), on=KEY, suffixes=("_before", "_after"))
-    rows = []
-    for _, row in merged.iterrows():
-        out = {key: row[key] for key in KEY}
-        for metric in RATIO_METRICS:
-            first, second = row[f"{metric}_before"], row[f"{metric}_after"]
-            out[f"{metric}_ratio"] = second / first if first and not math.isnan(first) and not math.isnan(second) else math.nan
-        samples_before, samples_after = row["samples_ms_before"], row["samples_ms_after"]
-        if len(samples_before) >= 3 and len(samples_after) >= 3:
-            out["latency_p_value"] = float(mannwhitneyu(samples_before, samples_after, alternative="two-sided").pvalue)
-        else:
-            out["latency_p_value"] = math.nan
-        slower = out["latency_p50_ms_ratio"] > 1 + threshold and out["latency_p_value"] < SIGNIFICANCE
-        less_accurate = out["accuracy_top1_ratio"] < 1 - threshold
-        out["regression"] = bool(slower or less_accurate)
-        out["why"] = "; ".join(
+    table = merged[KEY].copy()
+    for metric in RATIO_METRICS:
+        first, second = merged[f"{metric}_before"], merged[f"{metric}_after"]
+        table[f"{metric}_ratio"] = (second / first).where(first.notna() & (first != 0) & second.notna())
+    table["latency_p_value"] = [_p_value(first, second) for first, second in zip(merged["samples_ms_before"], merged["samples_ms_after"])]
+    slower = (table["latency_p50_ms_ratio"] > 1 + threshold) & (table["latency_p_value"] < SIGNIFICANCE)
+    less_accurate = table["accuracy_top1_ratio"] < 1 - threshold
+    table["regression"] = slower | less_accurate
+    table["why"] = [
+        "; ".join(
             reason for reason, flagged in (
-                (f"latency p50 x{out['latency_p50_ms_ratio']:.2f} (p={out['latency_p_value']:.2g})", slower),
-                (f"accuracy x{out['accuracy_top1_ratio']:.3f}", less_accurate),
+                (f"latency p50 x{latency:.2f} (p={p_value:.2g})", is_slower),
+                (f"accuracy x{accuracy:.3f}", is_less_accurate),
             ) if flagged
         )
-        rows.append(out)
-    return pd.DataFrame(rows)
+        for latency, p_value, accuracy, is_slower, is_less_accurate in zip(
+            table["latency_p50_ms_ratio"], table["latency_p_value"], table["accuracy_top1_ratio"], slower, less_accurate
+        )
+    ]
+    return table
 
 
 def compare_runs(run_a: Path, run_b: Path, threshold: float = 0.05) -> pd.DataFrame:

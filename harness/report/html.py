@@ -75,11 +75,11 @@ def toc_html(rendered: list[tuple[Section, str]]) -> str:
     return f"<nav class='toc'>{links}</nav>"
 
 
-def page_html(title: str, body: str, cdn: bool = False) -> str:
-    """A whole page in the report's style, with plotly.js (inline and compressed unless ``cdn``) and the report's script."""
+def page_html(title: str, body: str, cdn: bool = False, plotly: bool = True) -> str:
+    """A whole page in the report's style, with plotly.js (inline and compressed unless ``cdn``; none without ``plotly``) and the report's script."""
     return (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>{VIEWPORT}<title>{html.escape(title)}</title>"
-        f"<style>{STYLE}</style>{plotly_script(cdn)}</head><body>{body}<script>{SCRIPT}</script></body></html>"
+        f"<style>{STYLE}</style>{plotly_script(cdn) if plotly else ''}</head><body>{body}<script>{SCRIPT}</script></body></html>"
     )
 
 

@@ -61,7 +61,7 @@ def interval_text(value: Any, low: Any, high: Any, scale: float = 1.0, signed: b
     fmt = (lambda v: f"{v * scale:+.2f}") if signed else (lambda v: significant(v * scale))
     text = f"{fmt(value)}{unit}"
     if not is_missing(low) and not is_missing(high):
-        text += f" <span class='ci'>({fmt(low)} to {fmt(high)})</span>"
+        text += f" <span class='ci'>({fmt(low)} to {fmt(high)})</span>" if signed else f" <span class='ci'>({fmt(low)}–{fmt(high)})</span>"
     return text
 
 
@@ -91,6 +91,12 @@ class Column:
     text: bool = False
     sticky: bool = False
     title: str = ""
+    wrap: bool = False
+
+    @property
+    def css(self) -> str:
+        """The class of the column's cells."""
+        return ("text" if self.text else "num") + (" sticky" if self.sticky else "") + (" wrap" if self.wrap else "")
 
     def render(self, row: Any) -> str:
         """The cell's HTML."""
@@ -122,7 +128,7 @@ def html_table(
 ) -> str:
     """A table inside a horizontal scroll container, sortable by clicking a header and filterable by text."""
     head = "".join(
-        f"<th class='{'text' if column.text else 'num'}{' sticky' if column.sticky else ''}' scope='col' aria-sort='none'"
+        f"<th class='{column.css}' scope='col' aria-sort='none'"
         + (f" title='{html.escape(column.title, quote=True)}'" if column.title else "")
         + f"><button type='button'>{html.escape(column.header)}</button></th>"
         for column in columns
@@ -130,7 +136,7 @@ def html_table(
     body = []
     for _, row in rows.iterrows():
         cells = "".join(
-            f"<td class='{'text' if column.text else 'num'}{' sticky' if column.sticky else ''}' data-sort='{column.sort_value(row)}'>{column.render(row)}</td>"
+            f"<td class='{column.css}' data-sort='{column.sort_value(row)}'>{column.render(row)}</td>"
             for column in columns
         )
         attributes = (f" id='{row_id(row)}'" if row_id else "") + (f" class='{row_class(row)}'" if row_class and row_class(row) else "")
