@@ -18,7 +18,7 @@ STYLE = """
 body { font-family: system-ui, -apple-system, Segoe UI, Roboto, sans-serif; margin: 0 auto; max-width: 1800px; color: var(--fg); background: var(--bg); padding: 1rem 1.2rem 3rem; line-height: 1.45; }
 h1 { margin: .4rem 0 .2rem; } h2 { margin-top: 2.2rem; border-bottom: 1px solid var(--line); padding-bottom: .3rem; } h3 { margin: 1.4rem 0 .4rem; }
 a { color: var(--accent); }
-.meta, .note { color: var(--muted); font-size: .92rem; }
+.meta, .note { color: var(--muted); font-size: .92rem; overflow-wrap: anywhere; }
 .lead { font-size: 1.05rem; }
 .table-block { margin: .5rem 0 1.3rem; }
 .table-scroll { overflow-x: auto; max-width: 100%; border: 1px solid var(--line); border-radius: 6px; }
@@ -41,7 +41,7 @@ details.reason { display: inline; } details.reason summary { cursor: pointer; }
 details.reason[open] > div { white-space: normal; max-width: 30rem; color: var(--muted); }
 .table-filter { margin: 0 0 .35rem; padding: .25rem .5rem; font: inherit; font-size: .85rem; border: 1px solid var(--line); border-radius: 4px; background: var(--bg); color: var(--fg); }
 pre { background: var(--panel); padding: 1rem; overflow-x: auto; font-size: .85rem; }
-.figure { margin: 1rem 0; min-height: 2rem; background: #fff; border-radius: 6px; }
+.figure { position: relative; margin: 1rem 0; min-height: 2rem; background: #fff; border-radius: 6px; overflow: hidden; }
 .figure-missing { color: var(--bad); padding: 1rem; background: var(--bg); }
 .section-error { border: 2px solid var(--bad); color: var(--bad); padding: .8rem 1rem; margin: .6rem 0 1.2rem; white-space: pre-wrap; }
 .answer-none { color: var(--muted); }

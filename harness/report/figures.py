@@ -31,9 +31,14 @@ MARKER_SIZE = 10
 ROW_HEIGHT = 300
 ROW_GAP = 70
 LAYOUT = dict(
-    template="plotly_white", autosize=True, margin=dict(l=60, r=20, t=100, b=50),
+    template="plotly_white", autosize=True, margin=dict(l=60, r=20, t=40, b=50),
     legend=dict(title_text="technique", font=dict(size=11), groupclick="togglegroup"), hoverlabel=dict(align="left"),
 )
+NUMERIC_COLUMNS = [
+    "batch_size", "latency_p50_ms", "latency_p50_ci95_low_ms", "latency_p50_ci95_high_ms", "throughput_sps", "speedup_p50", "speedup_ci95_low",
+    "speedup_ci95_high", "accuracy_top1", "accuracy_delta", "accuracy_delta_ci95_low", "accuracy_delta_ci95_high", "accuracy_samples",
+    "size_bytes", "compression_ratio", "size_ratio",
+]
 TICK_MANTISSAS = [(1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7), (1, 1.1, 1.2, 1.3, 1.5, 1.7, 2, 2.5, 3, 4, 5, 6, 7, 8, 9)]
 
 
@@ -116,7 +121,9 @@ def speedup_vs_accuracy(frame: pd.DataFrame, styles: dict[str, dict], reference:
     for row, group in enumerate(groups, start=1):
         for col, batch in enumerate(batches, start=1):
             facet = data[(data["group"] == group) & (data["batch"] == batch)]
-            figure.add_vrect(x0=-max_accuracy_drop_pp, x1=x_high, fillcolor=BUDGET_FILL, line_width=0, layer="below", row=row, col=col, exclude_empty_subplots=False)
+            figure.add_vrect(
+                x0=-max_accuracy_drop_pp, x1=x_high, fillcolor=BUDGET_FILL, line_width=0, layer="below", row=row, col=col, exclude_empty_subplots=False,
+            )
             figure.add_hline(y=1, line=REFERENCE_LINE, row=row, col=col, exclude_empty_subplots=False)
             for technique, points in _by_technique(facet, styles):
                 figure.add_trace(_speedup_points(points, technique, _style(styles, technique), technique == reference), row=row, col=col)
@@ -131,7 +138,7 @@ def speedup_vs_accuracy(frame: pd.DataFrame, styles: dict[str, dict], reference:
     for row in range(1, len(groups) + 1):
         figure.update_yaxes(title_text=f"speedup vs {reference}", row=row, col=1)
     return _finish(
-        figure, "Speedup against accuracy: up and right is better",
+        figure, styles, "Speedup against accuracy: up and right is better",
         f"one point per cell; whiskers: 95% CIs; shaded: accuracy within the budget (at most {max_accuracy_drop_pp:g} pp lost);"
         f" dashed staircase: Pareto frontier; open markers: doubtful timings (noisy or contradicting); outlined at (0, 1×): the reference ({reference})",
         _grid_height(len(groups)),
@@ -165,16 +172,19 @@ def accuracy_vs_size(frame: pd.DataFrame, styles: dict[str, dict]) -> go.Figure 
             figure.add_trace(frontier)
     _plain_facet_titles(figure)
     figure.update_xaxes(**log_axis(data["size_bytes"], format_bytes))
+    figure.update_yaxes(range=_span(data["accuracy_pct"], 0.5))
     return _finish(
-        figure, "Accuracy against model size: up and left is better",
+        figure, styles, "Accuracy against model size: up and left is better",
         "one point per cell (size does not depend on the batch size); dashed staircase: Pareto frontier (smaller and more accurate)",
         _grid_height(rows),
     )
 
 
 def latency_vs_batch_size(frame: pd.DataFrame, styles: dict[str, dict]) -> go.Figure | None:
-    """p50 latency per sample (top) and throughput (bottom) against batch size, log-log, a column per model;
-    a line per cell, coloured by technique, dashed by device. None with fewer than three batch sizes."""
+    """p50 latency per sample (top) and throughput (bottom) against batch size, log-log, a column per model.
+
+    A line per cell, coloured by technique, dashed by device. None with fewer than three batch sizes.
+    """
     data = _ok(frame).dropna(subset=["batch_size", "latency_p50_ms"])
     batch_sizes = sorted(data["batch_size"].unique())
     if len(batch_sizes) < 3:
@@ -208,8 +218,8 @@ def latency_vs_batch_size(frame: pd.DataFrame, styles: dict[str, dict]) -> go.Fi
     figure.update_yaxes(title_text="throughput (samples/s)", row=2, col=1)
     dash_note = ", ".join(f"{dash} {device}" for device, dash in dashes.items())
     return _finish(
-        figure, "Latency and throughput against batch size: lower (top) and higher (bottom) is better",
-        f"top: p50 latency per sample; bottom: samples per second; a line per cell; line dash: device ({dash_note})", _grid_height(2),
+        figure, styles, "Latency and throughput against batch size: lower (top) and higher (bottom) is better",
+        f"top: p50 latency per sample; bottom: samples per second; a line per cell; line dash: device ({dash_note})", _grid_height(2), lines=True,
     )
 
 
@@ -225,6 +235,7 @@ def pipeline_steps(records: list[dict], styles: dict[str, dict], reference: str 
     models = list(dict.fromkeys(record["cell"]["model"] for record in pipelines))
     figure = _grid(1, len(models), models, shared_y=False)
     sizes: list[float] = []
+    accuracies: list[float] = []
     for record in pipelines:
         cell = record["cell"]
         technique, col = cell["technique"], models.index(cell["model"]) + 1
@@ -236,6 +247,7 @@ def pipeline_steps(records: list[dict], styles: dict[str, dict], reference: str 
         x = [metrics["size_bytes"] for _, metrics in points]
         y = [metrics["accuracy_top1"] * 100 for _, metrics in points]
         sizes += x
+        accuracies += y
         hover = [_step_hover(cell["id"], name, metrics) for name, metrics in points]
         figure.add_trace(
             go.Scatter(
@@ -253,9 +265,10 @@ def pipeline_steps(records: list[dict], styles: dict[str, dict], reference: str 
                 text="", showarrow=True, arrowhead=2, arrowsize=1.2, arrowwidth=1.5, arrowcolor=style["color"], standoff=6, startstandoff=6,
             )
     figure.update_xaxes(**log_axis(sizes, format_bytes), title_text="serialized size")
+    figure.update_yaxes(range=_span(accuracies, 0.5, top=0.15))
     figure.update_yaxes(title_text="top-1 accuracy (%)", row=1, col=1)
     return _finish(
-        figure, "Pipelines step by step: follow the arrows; up and left is better",
+        figure, styles, "Pipelines step by step: follow the arrows; up and left is better",
         f"each arrow is one step, from the trained {reference} model to the pipeline's result", _grid_height(1),
     )
 
@@ -274,8 +287,8 @@ def speedup_across_runs(trend: pd.DataFrame, styles: dict[str, dict]) -> go.Figu
     data = data.assign(
         run_label=data["run"].map(labels), group=_group_labels(data), batch="batch " + data["batch_size"].astype(int).astype(str),
         error_plus=data["speedup_ci95_high"] - data["speedup_p50"], error_minus=data["speedup_p50"] - data["speedup_ci95_low"],
-        hover=[_trend_hover(row) for row in data.to_dict("records")],
-    )
+        hover=[_trend_hover(row) for row in data.to_dict("records")], run_order=data["run"].map({run: i for i, run in enumerate(runs["run"])}),
+    ).sort_values("run_order", kind="stable")
     groups = list(dict.fromkeys(data["group"]))
     batches = [f"batch {size}" for size in sorted(data["batch_size"].astype(int).unique())]
     techniques = _technique_order(data, styles)
@@ -290,19 +303,25 @@ def speedup_across_runs(trend: pd.DataFrame, styles: dict[str, dict]) -> go.Figu
         custom_data=["hover"], labels={"run_label": "run", "speedup_p50": "speedup"},
     )
     figure.update_traces(hovertemplate="%{customdata[0]}<extra></extra>", marker=dict(size=8))
+    figure.for_each_trace(lambda trace: trace.update(marker_color=trace.line.color))
     figure.add_hline(y=1, line=REFERENCE_LINE)
     _plain_facet_titles(figure)
-    figure.update_xaxes(type="category", title_text="")
+    figure.update_xaxes(type="category", range=[-0.5, len(runs) - 0.5], title_text="")
     speedups = pd.concat([data["speedup_p50"], data["speedup_ci95_low"], data["speedup_ci95_high"], pd.Series([1.0])])
     figure.update_yaxes(**log_axis(speedups, format_times))
     return _finish(
-        figure, "Speedup across runs: a line that drops is a regression; up is better",
-        "runs in the order they were made (name and commit); whiskers: 95% CIs; dotted: the reference (1×)", height,
+        figure, styles, "Speedup across runs: a line that drops is a regression; up is better",
+        "runs in the order they were made (name and commit); whiskers: 95% CIs; dotted: the reference (1×)", height, lines=True,
     )
 
 
 def _ok(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[frame["status"] == "ok"]
+    """The rows to plot, numeric columns made numeric (a frame built from records may hold None in object columns)."""
+    data = frame[frame["status"] == "ok"].copy()
+    for column in NUMERIC_COLUMNS:
+        if column in data:
+            data[column] = pd.to_numeric(data[column], errors="coerce")
+    return data
 
 
 def _present(value: Any) -> bool:
@@ -353,14 +372,38 @@ def _plain_facet_titles(figure: go.Figure) -> None:
     figure.for_each_annotation(lambda annotation: annotation.update(text=annotation.text.split("=", 1)[-1]))
 
 
-def _finish(figure: go.Figure, title: str, subtitle: str, height: int) -> go.Figure:
-    figure.update_layout(**LAYOUT, height=height, title=dict(text=title, subtitle=dict(text=_wrap(subtitle, 150))))
-    seen: set[str] = set()
-    for trace in figure.data:
-        group = trace.legendgroup
-        trace.showlegend = bool(group) and group not in seen
-        if group:
-            seen.add(group)
+def _span(values: Iterable[float], minimum_pad: float, top: float = 0.0) -> list[float]:
+    """A linear axis range around ``values``: 8% of their span (at least ``minimum_pad``) each side, ``top`` more above."""
+    finite = [float(value) for value in values if value is not None and np.isfinite(value)]
+    low, high = (min(finite), max(finite)) if finite else (0.0, 1.0)
+    pad = max(0.08 * (high - low), minimum_pad)
+    return [low - pad, high + pad + top * (high - low + pad)]
+
+
+def _finish(figure: go.Figure, styles: dict[str, dict], title: str, subtitle: str, height: int, lines: bool = False) -> go.Figure:
+    """Common layout, and one legend entry per technique.
+
+    The entries are markers drawn from ``styles`` rather than the first trace of each technique, whose marker may be
+    a doubtful point's open one. Every axis of a figure gets an explicit range: with matched facet axes, plotly.js
+    autoranges one axis wrongly when the other's range is set.
+    """
+    subtitle = _wrap(subtitle, 120)
+    subtitle_lines = subtitle.count("<br>") + 1
+    figure.update_layout(
+        **{**LAYOUT, "margin": {**LAYOUT["margin"], "t": 84 + 16 * subtitle_lines}}, height=height + 16 * subtitle_lines,
+        title=dict(text=title, subtitle=dict(text=subtitle), x=0.01, xanchor="left", y=1, yref="container", yanchor="top", pad=dict(t=12)),
+    )
+    figure.update_annotations(font_size=13)
+    groups = list(dict.fromkeys(trace.legendgroup for trace in figure.data if trace.legendgroup))
+    figure.update_traces(showlegend=False)
+    for technique in [name for name in styles if name in groups] + [name for name in groups if name not in styles]:
+        style = _style(styles, technique)
+        figure.add_trace(
+            go.Scatter(
+                x=[None], y=[None], mode="lines+markers" if lines else "markers", name=technique, legendgroup=technique, showlegend=True,
+                marker=dict(color=style["color"], symbol=style["symbol"], size=MARKER_SIZE), line=dict(color=style["color"]), hoverinfo="skip",
+            )
+        )
     return figure
 
 
@@ -518,5 +561,6 @@ def _step_hover(cell_id: str, step: str, metrics: dict) -> str:
 
 def _trend_hover(row: dict) -> str:
     commit = str(row["run_commit"])[:12] if _present(row.get("run_commit")) else "no commit"
-    lines = [f"<b>{_escape(row['technique'])}</b>", _escape(row["cell_id"]), f"run {_escape(row['run'])} ({commit}, {_escape(row.get('run_created_at'))})", _speedup_line(row)]
+    run = f"run {_escape(row['run'])} ({commit}, {_escape(row.get('run_created_at'))})"
+    lines = [f"<b>{_escape(row['technique'])}</b>", _escape(row["cell_id"]), run, _speedup_line(row)]
     return "<br>".join(lines + _flag_lines(row))
