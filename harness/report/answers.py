@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchharness.report.tables import is_missing
+from benchharness.report.tables import is_missing, is_true
 
 
 @dataclass
@@ -46,7 +46,7 @@ def within_budget(rows: pd.DataFrame, max_accuracy_drop_pp: float) -> pd.DataFra
 def doubts(row: Any, max_accuracy_drop_pp: float) -> list[tuple[str, str]]:
     """What makes a row's numbers doubtful: (a short label, the reason in words) pairs."""
     flags = []
-    if row.get("noisy") is True:
+    if is_true(row.get("noisy")):
         flags.append(("noisy", f"timed on a disturbed machine: {row.get('noise_reason')}"))
     if isinstance(row.get("speedup_contradiction"), str):
         flags.append(("contradicts its representation", row["speedup_contradiction"]))

@@ -11,7 +11,7 @@ from benchharness.report import figures
 from benchharness.report.answers import Answer, answers
 from benchharness.report.sections import Report
 from benchharness.report.tables import (
-    MISSING, Column, bytes_text, cell_anchor, count_text, html_table, interval_text, is_missing, significant, visible_columns,
+    MISSING, Column, bytes_text, cell_anchor, count_text, html_table, interval_text, is_missing, is_true, significant, visible_columns,
 )
 
 EXPECTED_RULE = (
@@ -49,7 +49,7 @@ def speedup_html(row: Any, reference: str | None, flags: bool = True) -> str:
         low, high = row.get("speedup_ci95_low"), row.get("speedup_ci95_high")
         css = "good" if not is_missing(low) and low > 1 else "bad" if not is_missing(high) and high < 1 else ""
         text = f"<span class='{css}'>{interval_text(row['speedup_p50'], low, high, unit='x')}</span>"
-    if flags and row.get("noisy") is True:
+    if flags and is_true(row.get("noisy")):
         text += f"<span class='flag' title='{html.escape(str(row.get('noise_reason')), quote=True)}'>noisy</span>"
     if flags and isinstance(row.get("speedup_contradiction"), str):
         text += f"<span class='flag' title='{html.escape(row['speedup_contradiction'], quote=True)}'>contradicts its representation</span>"

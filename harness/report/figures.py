@@ -326,9 +326,7 @@ def _ok(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _present(value: Any) -> bool:
     """Whether a frame value holds something (not None, NaN or an empty string)."""
-    if value is None or value is pd.NA:
-        return False
-    if isinstance(value, float) and math.isnan(value):
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
         return False
     return value != ""
 
@@ -561,6 +559,7 @@ def _step_hover(cell_id: str, step: str, metrics: dict) -> str:
 
 def _trend_hover(row: dict) -> str:
     commit = str(row["run_commit"])[:12] if _present(row.get("run_commit")) else "no commit"
-    run = f"run {_escape(row['run'])} ({commit}, {_escape(row.get('run_created_at'))})"
+    created = row.get("run_created_at")
+    run = f"run {_escape(row['run'])} ({commit}, {_escape(created) if _present(created) else 'date unknown'})"
     lines = [f"<b>{_escape(row['technique'])}</b>", _escape(row["cell_id"]), run, _speedup_line(row)]
     return "<br>".join(lines + _flag_lines(row))

@@ -105,7 +105,7 @@ def collect_sections(host: Any) -> list[Section]:
     if host is None:
         builtin.register_report_sections(registrar(sections, builtin.__name__))
     else:
-        for impl in reversed(host.pm.hook.register_report_sections.get_hookimpls()):  # the order pluggy calls them in
+        for impl in host.pm.hook.register_report_sections.get_hookimpls():  # registration order: built-ins first, so plugins replace them
             try:
                 impl.function(**({"register": registrar(sections, impl.plugin_name)} if "register" in impl.argnames else {}))
             except Exception as error:  # shown in the report, which is still written

@@ -23,6 +23,11 @@ def is_missing(value: Any) -> bool:
         return False
 
 
+def is_true(value: Any) -> bool:
+    """True for a present, truthy flag (Python or numpy bool); False for False, None and NaN."""
+    return not is_missing(value) and bool(value)
+
+
 def significant(value: Any, digits: int = 3) -> str:
     """``value`` with ``digits`` significant figures, without exponent notation (integers keep every digit)."""
     if is_missing(value):
