@@ -210,11 +210,11 @@ def render_batch_sizes(frame: pd.DataFrame, report: Report) -> Any:
     if figure is not None:
         return figure
     sizes = sorted(int(size) for size in ok["batch_size"].dropna().unique())
-    pivot = ok.pivot_table(index=report.group_keys + ["technique"], columns="batch_size", values=["latency_p50_ms", "throughput_sps"], aggfunc="median", sort=False).reset_index()
+    pivot = ok.assign(batch_size=ok["batch_size"].astype(int)).pivot_table(index=report.group_keys + ["technique"], columns="batch_size", values=["latency_p50_ms", "throughput_sps"], aggfunc="median", sort=False).reset_index()
     pivot.columns = ["_".join(str(part) for part in column if part != "").strip("_") if isinstance(column, tuple) else column for column in pivot.columns]
     columns = [Column(key, key, text=True, sticky=key == "technique") for key in report.group_keys + ["technique"]]
     for size in sizes:
-        columns.append(Column(f"p50 ms/sample, batch {size}", f"latency_p50_ms_{size}", html=lambda row, size=size: significant(row.get(f"latency_p50_ms_{size}") / size)))
+        columns.append(Column(f"p50 ms/sample, batch {size}", f"latency_p50_ms_{size}", html=lambda row, size=size: significant(row.get(f"latency_p50_ms_{size}", float("nan")) / size)))
     for size in sizes:
         columns.append(Column(f"samples/s, batch {size}", f"throughput_sps_{size}", html=lambda row, size=size: count_text(row.get(f"throughput_sps_{size}"))))
     return "<p class='note'>Two batch sizes make no curve: latency per sample and throughput at each.</p>" + html_table(pivot, columns, "batch-sizes")
