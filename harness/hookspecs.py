@@ -52,9 +52,12 @@ def register_commands(cli: "click.Group") -> None:
 
 @hookspec
 def register_report_sections(register: Callable[..., None]) -> None:
-    """Register report sections by calling ``register(title, render)``.
+    """Register report sections by calling ``register(title, render, name=None, order=None)``.
 
-    ``render(frame)`` receives the run's tidy pandas frame and returns HTML or a plotly figure.
+    ``render(frame)`` or ``render(frame, report)`` receives the run's tidy pandas frame (and the
+    report: reference, styles, budget, run) and returns HTML, a plotly figure, a list of those,
+    or None. The built-in sections are registered the same way; a section registered under a
+    taken ``name`` replaces that one (``render=None`` removes it), and ``order`` places it.
     """
 
 

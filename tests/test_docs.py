@@ -12,7 +12,7 @@ from benchharness import suite as suite_module
 from tests.conftest import ROOT
 
 HOOKS = [name for name, value in vars(hookspecs).items() if callable(value) and hasattr(value, "benchharness_spec")]
-SECTIONS = [suite_module.SuiteSpec, suite_module.DataSection, suite_module.TechniqueEntry, suite_module.TrainBudget, suite_module.MeasureSettings, suite_module.RunSettings, suite_module.MatchRule]
+SECTIONS = [suite_module.SuiteSpec, suite_module.DataSection, suite_module.TechniqueEntry, suite_module.TrainBudget, suite_module.MeasureSettings, suite_module.RunSettings, suite_module.ReportSettings, suite_module.MatchRule]
 
 
 def test_there_are_hooks():
