@@ -114,7 +114,7 @@ def run(suite: Path | None, resume: Path | None, out: Path, overrides: tuple[str
     console.print(f"results: {run_dir.results_path} ({counts})", soft_wrap=True, highlight=False)
     report_path = write_report_if_possible(run_dir, host)
     if report_path:
-        console.print(f"report:  {report_path}", soft_wrap=True, highlight=False)
+        console.print(f"report:  {report_path} ({file_size(report_path)})", soft_wrap=True, highlight=False)
     if summary.noisy:
         errors.print(f"[yellow]warning:[/] {len(summary.noisy)} cell(s) were measured on a disturbed machine; their latencies are unreliable:")
         for cell_id, reason in summary.noisy.items():
@@ -190,6 +190,12 @@ def warn_if_busy() -> None:
     warning = busy_warning()
     if warning:
         errors.print(f"[yellow]warning:[/] {warning}; measurements taken now may be flagged noisy (see `benchharness system`)", highlight=False)
+
+
+def file_size(path: Path) -> str:
+    """A file's size in kB or MB."""
+    size = Path(path).stat().st_size
+    return f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.0f} kB"
 
 
 def write_report_if_possible(run_dir: Any, host: PluginHost | None = None) -> Path | None:
@@ -326,12 +332,12 @@ def report(run_dirs: tuple[Path, ...], output: Path | None, cdn: bool, plugins: 
             warn_about_skipped_lines(RunDir.open(run_dir))
         if len(run_dirs) > 1:
             path = write_trend(list(run_dirs), output, cdn)
-            console.print(f"runs:   {path}", soft_wrap=True)
+            console.print(f"runs:   {path} ({file_size(path)})", soft_wrap=True, highlight=False)
             return
         path = write_report(run_dirs[0], output, cdn=cdn, host=make_host(plugins))
     except HarnessError as error:
         fail(error)
-    console.print(f"report: {path}\ntable:  {path.with_suffix('.csv')}", soft_wrap=True)
+    console.print(f"report: {path} ({file_size(path)})\ntable:  {path.with_suffix('.csv')}", soft_wrap=True, highlight=False)
 
 
 def write_trend(run_dirs: list[Path], output: Path | None, cdn: bool) -> Path:

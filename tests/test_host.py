@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import subprocess
 import sys
 import textwrap
@@ -227,12 +229,15 @@ def test_register_commands_adds_a_command():
 
 
 def test_register_report_sections():
-    """register_report_sections hands (title, render) pairs to the callback."""
+    """register_report_sections hands (title, render) pairs to the callback, the built-in sections' with their names."""
     host = bare_host(extra=(str(TEST_PLUGINS / "observer.py"),))
     sections = []
-    host.hooks.register_report_sections(register=lambda title, render: sections.append((title, render)))
-    assert [title for title, _ in sections] == ["Observer"]
-    assert sections[0][1]([1, 2, 3]) == "<p>3 rows</p>"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        host.hooks.register_report_sections(register=lambda title, render, name=None, order=None: sections.append((title, render, name)))
+    titles = {title: (render, name) for title, render, name in sections}
+    assert titles["Observer"][0]([1, 2, 3]) == "<p>3 rows</p>"
+    assert titles["Answers: what to ship"][1] == "answers"
 
 
 def test_installed_plugins_stay_out_of_tests_unless_asked(installed_distribution, monkeypatch):
