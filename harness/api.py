@@ -155,6 +155,11 @@ class Probe:
     NAME: ClassVar[str]
     DESCRIPTION: ClassVar[str] = ""
     DEVICE: ClassVar[str | None] = None
+    PEAK_MEMORY_METHOD: ClassVar[str | None] = None
+    """What :meth:`peak_memory_bytes` counts. None: the process's high-water mark (resident memory,
+    torch's own included), so a model's inference memory is found by tracking its tensors instead.
+    A name (e.g. ``"cuda_max_memory_allocated"``): the device allocator's peak of tensor memory,
+    which is then used for a model's inference memory and recorded as ``inference_peak_method``."""
 
     def unavailable_reason(self) -> str | None:
         """Return why this probe (and its device) cannot be used here, or None when it can."""
@@ -168,10 +173,13 @@ class Probe:
         """Wait until queued work on the device has finished (a no-op on synchronous devices)."""
 
     def reset_peak_memory(self) -> None:
-        """Start a new window for :meth:`peak_memory_bytes`."""
+        """Start a new window for :meth:`peak_memory_bytes`.
+
+        With a ``PEAK_MEMORY_METHOD``, the peak right after a reset is what is allocated then.
+        """
 
     def peak_memory_bytes(self) -> int | None:
-        """Peak memory used since the last reset, or None when unknown."""
+        """Peak memory used since the last reset (what ``PEAK_MEMORY_METHOD`` says), or None when unknown."""
         return None
 
     @contextmanager

@@ -55,6 +55,17 @@ def git_commit(path: Path) -> str | None:
     return output.stdout.strip() or None
 
 
+def git_dirty(path: Path) -> bool | None:
+    """Whether the git work tree holding ``path`` has uncommitted changes to tracked files, or None when unknown."""
+    try:
+        output = subprocess.run(
+            ["git", "--no-optional-locks", "-C", str(path), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, timeout=5, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(output.stdout.strip())
+
+
 def _version(distribution: str) -> str | None:
     try:
         return metadata.version(distribution)
@@ -63,18 +74,23 @@ def _version(distribution: str) -> str | None:
 
 
 def environment(suite_source: str) -> dict[str, Any]:
-    """Versions and commits that a result depends on."""
+    """Versions, commits and the operating system that a result depends on."""
     import torch
 
     package_dir = Path(__file__).resolve().parent
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "os": f"{platform.system()} {platform.release()}".strip(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "torchvision": _version("torchvision"),
+        **{name: _version(name) for name in ("numpy", "pandas", "plotly", "pluggy", "scipy")},
         "benchharness": _version("benchharness"),
         "benchharness_git_commit": git_commit(package_dir),
+        "benchharness_git_dirty": git_dirty(package_dir),
         "suite_git_commit": git_commit(Path(suite_source).resolve().parent) if Path(suite_source).exists() else None,
         "hostname": platform.node(),
     }

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from benchharness.api import Data
+from benchharness.correctness import decode_correct_bits, encode_correct_bits  # noqa: F401  (re-exported)
 from benchharness.errors import Diverged
 from benchharness.suite import TrainBudget
 
@@ -120,17 +121,27 @@ def to_memory_format(tensor: torch.Tensor, channels_last: bool) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def evaluate_accuracy(model: nn.Module, data: Data, batch_size: int, device: torch.device) -> float:
-    """Top-1 accuracy of ``model`` on the test split; raises :class:`Diverged` when an output is NaN or infinite."""
+def evaluate_correct(model: nn.Module, data: Data, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Whether ``model``'s top-1 prediction is right, for each test image in order (a bool tensor on the CPU).
+
+    Raises :class:`Diverged` when an output is NaN or infinite.
+    """
     model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
+    correct = []
     finite = torch.ones((), dtype=torch.bool, device=device)
     for start in range(0, data.x_test.shape[0], batch_size):
         batch = data.x_test[start : start + batch_size].to(device)
         labels = data.y_test[start : start + batch_size].to(device)
         outputs = model(batch)
         finite &= torch.isfinite(outputs).all()
-        correct += (outputs.argmax(dim=1) == labels).sum()
+        correct.append(outputs.argmax(dim=1) == labels)
     if not finite.item():
         raise Diverged("non-finite outputs (NaN or inf) on the test split: the model's results are meaningless")
-    return correct.item() / max(data.x_test.shape[0], 1)
+    return torch.cat(correct).cpu() if correct else torch.zeros(0, dtype=torch.bool)
+
+
+def evaluate_accuracy(model: nn.Module, data: Data, batch_size: int, device: torch.device) -> float:
+    """Top-1 accuracy of ``model`` on the test split; raises :class:`Diverged` when an output is NaN or infinite."""
+    correct = evaluate_correct(model, data, batch_size, device)
+    return int(correct.sum()) / max(correct.numel(), 1)
+

@@ -26,12 +26,13 @@ from benchharness.api import CellContext, Data, Probe, Step, Technique
 from benchharness.cache import ArtifactCache, cache_key, library_versions
 from benchharness.errors import Diverged, Unsupported
 from benchharness.measure import count_flops, example_batch, size_metrics, time_interleaved
+from benchharness.memory import inference_memory
 from benchharness.representation import count_parameters, inspect_representation, layer_flops, nonfinite_tensor
 from benchharness.host import DEFAULT_PLUGINS, PluginHost
 from benchharness.suite import MeasureSettings, Suite, split_model_name
 from benchharness.system import OtherCpuMeter
 from benchharness.tasks import CellTask, TimingTask  # noqa: F401  (CellTask: for callers that build cells in-process)
-from benchharness.train import Trainer, evaluate_accuracy, to_memory_format
+from benchharness.train import Trainer, encode_correct_bits, evaluate_correct, to_memory_format
 
 TRACEBACK_LINES = 40
 CPU_OOM_MARKERS = ("not enough memory", "DefaultCPUAllocator", "out of memory")
@@ -238,7 +239,7 @@ def node_facts(probe: Probe | None = None) -> dict[str, Any]:
 def measure_model(
     model: torch.nn.Module, data: Data, suite: Suite, probe: Probe, device: torch.device, reference_params: int, reference_flops: dict[str, float]
 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """Accuracy, size, parameters, FLOPs, representation and peak inference memory; and the inputs latency is timed on.
+    """Accuracy (and which test images were right), size, parameters, FLOPs, representation and inference memory; and the inputs latency is timed on.
 
     Latency is not timed here: the runner times every cell's final model in interleaved rounds.
     Raises :class:`Diverged` when a weight, a buffer or an output on the test split is not finite.
@@ -250,17 +251,16 @@ def measure_model(
     representation = inspect_representation(model, reference_params, reference_flops, inputs[:1])
     if channels_last and not representation["quantized_modules"]:
         model.to(memory_format=torch.channels_last)
-    accuracy = evaluate_accuracy(model, data, settings.eval_batch_size, device)
-    probe.reset_peak_memory()
-    with torch.inference_mode():
-        model.eval()(example_batch(inputs, max(settings.batch_sizes)))
-    probe.synchronize()
+    correct = evaluate_correct(model, data, settings.eval_batch_size, device)
+    memory = inference_memory(model, example_batch(inputs, max(settings.batch_sizes)), probe)
     metrics = {
-        "accuracy_top1": accuracy,
+        "accuracy_top1": int(correct.sum()) / max(correct.numel(), 1),
         "accuracy_samples": int(data.y_test.shape[0]),
+        "accuracy_correct_bits": encode_correct_bits(correct.numpy()),
+        "train_split_samples": int(data.x_train.shape[0]),
         **size_metrics(model),
         "flops": count_flops(model, inputs[:1]),
-        "peak_mem_bytes": probe.peak_memory_bytes(),
+        **memory,
         **representation,
     }
     return metrics, inputs

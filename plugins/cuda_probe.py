@@ -137,6 +137,7 @@ class CudaProbe(Probe):
     NAME = "cuda"
     DESCRIPTION = "GPU name, driver, memory, power limit and clocks through NVML (pynvml)"
     DEVICE = "cuda"
+    PEAK_MEMORY_METHOD = "cuda_max_memory_allocated"
 
     def _nvml(self) -> tuple[Any, str | None]:
         """The initialised pynvml module (the caller shuts it down), or None and why NVML cannot be used."""

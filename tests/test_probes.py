@@ -73,6 +73,12 @@ def test_cpu_peak_memory_grows_with_a_tensor(host):
     assert after >= before + 200 * MIB
 
 
+def test_probes_say_what_their_peak_memory_counts(host):
+    """The CPU probe's peak is the process's high-water mark (no method); the CUDA probe's is its allocator's."""
+    assert host.probes["cpu"].PEAK_MEMORY_METHOD is None
+    assert host.probes["cuda"].PEAK_MEMORY_METHOD == "cuda_max_memory_allocated"
+
+
 @pytest.fixture
 def without_pynvml(monkeypatch):
     """Make ``import pynvml`` fail, as on a machine without the package."""

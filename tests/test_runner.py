@@ -139,7 +139,9 @@ def test_ok_record_holds_every_measurement(mixed_run):
     assert metrics["params"] == metrics["params_nonzero"] > 0
     assert metrics["size_bytes"] > metrics["params"] * 4
     assert metrics["flops"] > 0
-    assert metrics["peak_mem_bytes"] > 0
+    assert metrics["inference_peak_method"] == "tensor_tracking"
+    assert metrics["params"] * 4 <= metrics["inference_peak_bytes"] < metrics["process_peak_rss_bytes"]
+    assert metrics["accuracy_samples"] == 360 and len(metrics["accuracy_correct_bits"]) == 60
     assert metrics["train_s"] > 0
     assert record["threads"] == 1
     assert [entry["batch_size"] for entry in record["latency"]] == [1, 4]

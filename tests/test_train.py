@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -9,7 +10,7 @@ from torch import nn
 from benchharness.api import Data
 from benchharness.errors import Diverged
 from benchharness.suite import TrainBudget
-from benchharness.train import Trainer, evaluate_accuracy
+from benchharness.train import Trainer, decode_correct_bits, encode_correct_bits, evaluate_accuracy, evaluate_correct
 
 CPU = torch.device("cpu")
 BUDGET = TrainBudget(epochs=8, batch_size=64, optimizer="adam", lr=0.005, weight_decay=0.0)
@@ -154,3 +155,61 @@ def test_evaluate_accuracy_counts_every_batch():
     labels = torch.tensor([0, 1, 0, 2, 0, 0, 1])
     data = Data("fixed", torch.zeros(7, 1), labels, torch.zeros(7, 1), labels, 3)
     assert evaluate_accuracy(AlwaysZero(), data, 3, CPU) == pytest.approx(4 / 7)
+
+
+@pytest.mark.parametrize("count", [0, 1, 7, 8, 9, 360, 1000])
+def test_correct_bits_round_trip(count):
+    """Any number of correctness values, a multiple of 8 or not, survives encoding as compact ASCII text."""
+    correct = np.random.default_rng(count).random(count) < 0.7
+    text = encode_correct_bits(correct)
+    packed_bytes = -(-count // 8)
+    assert isinstance(text, str) and text.isascii()
+    assert len(text) == 4 * -(-packed_bytes // 3)  # one bit per image, in base64
+    decoded = decode_correct_bits(text, count)
+    assert decoded.dtype == np.bool_
+    assert np.array_equal(decoded, correct)
+
+
+def test_correct_bits_refuse_the_wrong_count():
+    """Decoding with a count the text cannot hold raises instead of padding or truncating."""
+    text = encode_correct_bits(np.ones(9, dtype=bool))
+    with pytest.raises(ValueError):
+        decode_correct_bits(text, 17)
+    with pytest.raises(ValueError):
+        decode_correct_bits(text, 8)
+    with pytest.raises(ValueError):
+        decode_correct_bits("not base64!", 9)
+
+
+def test_correct_bits_of_a_trained_model_match_its_accuracy(host, digits):
+    """Per-image correctness is in test-set order, and its mean is the accuracy evaluate_accuracy reports."""
+    data = subset(digits, 512)
+    model = Trainer(BUDGET.model_copy(update={"epochs": 2}), CPU).fit(build(host, "mlp", data), data)
+    correct = evaluate_correct(model, data, 100, CPU)
+    assert correct.dtype == torch.bool and correct.shape == (data.x_test.shape[0],)
+    with torch.inference_mode():
+        expected = model(data.x_test).argmax(dim=1) == data.y_test
+    assert torch.equal(correct, expected)
+    accuracy = evaluate_accuracy(model, data, 512, CPU)
+    assert 0.5 < accuracy < 1.0
+    decoded = decode_correct_bits(encode_correct_bits(correct), data.x_test.shape[0])
+    assert decoded.mean() == pytest.approx(accuracy, abs=1e-12)
+    assert np.array_equal(decoded, correct.numpy())
+
+
+def test_evaluate_correct_raises_on_nonfinite_outputs():
+    """A NaN in any output fails the evaluation, as for the accuracy."""
+
+    class NanOnSecondSample(nn.Module):
+        """Finite logits except for the second sample's."""
+
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 2)
+            logits[x[:, 0] == 1] = float("nan")
+            return logits
+
+    data = Data("nan", torch.zeros(3, 1), torch.zeros(3, dtype=torch.long), torch.tensor([[0.0], [1.0], [0.0]]), torch.zeros(3, dtype=torch.long), 2)
+    with pytest.raises(Diverged, match="non-finite outputs"):
+        evaluate_correct(NanOnSecondSample(), data, 2, CPU)
+    with pytest.raises(Diverged, match="non-finite outputs"):
+        evaluate_accuracy(NanOnSecondSample(), data, 2, CPU)

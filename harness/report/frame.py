@@ -33,7 +33,7 @@ IDENTITY_COLUMNS = [
 ]
 METRIC_COLUMNS = [
     "accuracy_top1", "accuracy_samples", "size_bytes", "size_compressed_bytes", "params", "params_nonzero", "flops",
-    "inference_peak_bytes", "peak_mem_bytes", "sparsity", "speedup_expected", "speedup_reason", "fast_flops_share", "speedup_bound", "train_s",
+    "inference_peak_bytes", "sparsity", "speedup_expected", "speedup_reason", "fast_flops_share", "speedup_bound", "train_s",
 ]
 LATENCY_COLUMNS = [
     "batch_size", "latency_p50_ms", "latency_p50_ci95_low_ms", "latency_p50_ci95_high_ms", "latency_p90_ms", "latency_p99_ms",
