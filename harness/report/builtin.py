@@ -42,7 +42,7 @@ def speedup_html(row: Any, reference: str | None, flags: bool = True) -> str:
     """The speedup with its 95% CI (the reference shows its A/A control), and flags for doubtful timings."""
     if row["technique"] == reference:
         aa = row.get("aa_speedup")
-        text = "reference" + (f" <span class='ci'>A/A {interval_text(aa, row.get('aa_speedup_ci95_low'), row.get('aa_speedup_ci95_high'))}</span>" if not is_missing(aa) else "")
+        text = "reference" + (f"<br><span class='ci'>A/A {interval_text(aa, row.get('aa_speedup_ci95_low'), row.get('aa_speedup_ci95_high'))}</span>" if not is_missing(aa) else "")
     elif is_missing(row.get("speedup_p50")):
         text = MISSING
     else:
@@ -95,8 +95,8 @@ def result_columns(report: Report, several_repeats: bool) -> list[Column]:
         columns.append(Column("repeat", "repeat"))
     columns += [
         Column("top-1 %", "accuracy_top1", html=lambda row: significant(row["accuracy_top1"] * 100) if not is_missing(row["accuracy_top1"]) else MISSING),
-        Column(f"Δ top-1, pp (95% CI{n})", "accuracy_delta", html=accuracy_delta_html,
-               title=f"top-1 accuracy minus the {reference}'s, in percentage points; the CI is paired on the same test images (Agresti-Min)"),
+        Column("Δ top-1 pp (CI)", "accuracy_delta", html=accuracy_delta_html,
+               title=f"top-1 accuracy minus the {reference}'s, in percentage points, with its 95% CI paired on the same test images (Agresti-Min){n}"),
         Column("p50 / p99 ms", "latency_p50_ms", html=lambda row: f"{significant(row.get('latency_p50_ms'))} <span class='ci'>/ {significant(row.get('latency_p99_ms'))}</span>",
                title="median and 99th percentile latency of one batch, pooled over the rounds"),
         Column("speedup (95% CI)", "speedup_p50", html=lambda row: speedup_html(row, reference),
@@ -106,8 +106,8 @@ def result_columns(report: Report, several_repeats: bool) -> list[Column]:
         Column("zipped", "size_compressed_bytes", html=lambda row: bytes_text(row.get("size_compressed_bytes")),
                title="serialized size after zip compression: what stored zeros (magnitude pruning) save on disk"),
         Column("FLOPs/sample", "flops", html=lambda row: count_text(row.get("flops"))),
-        Column(f"tensor peak (batch {largest})" if largest else "tensor peak", "inference_peak_bytes", html=lambda row: bytes_text(row.get("inference_peak_bytes")),
-               title=f"bytes of tensors alive at the peak of one inference at the largest batch size: weights, input and activations ({peak_method or 'method not recorded'}); not the process's memory"),
+        Column("tensor peak", "inference_peak_bytes", html=lambda row: bytes_text(row.get("inference_peak_bytes")),
+               title=f"bytes of tensors alive at the peak of one inference at batch {largest}: weights, input and activations ({peak_method or 'method not recorded'}); not the process's memory"),
         Column("J/sample", "energy_j_per_sample", html=lambda row: significant(row.get("energy_j_per_sample")), title="energy per sample from the device's counters"),
         Column("speedup expected?", "speedup_expected", html=expected_html, text=True, sort=lambda row: row.get("speedup_expected")),
     ]
