@@ -244,3 +244,13 @@ def test_compare_command_exit_codes(run_copy, tmp_path):
     result = CliRunner().invoke(cli, ["compare", str(run_copy), str(slower)])
     assert result.exit_code == 1
     assert "significant regression" in result.output
+
+
+def test_published_reports_are_self_contained():
+    """Every report in reports/ inlines plotly.js (no network needed), links its CSV, and the CSV is there."""
+    published = sorted((ROOT / "reports").glob("*.html"))
+    assert published
+    for page in published:
+        text = page.read_text()
+        assert "id='plotly-gzip'" in text and "<script src=" not in text
+        assert f"href='{page.with_suffix('.csv').name}'" in text and page.with_suffix(".csv").is_file()
