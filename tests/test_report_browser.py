@@ -210,3 +210,14 @@ def test_each_technique_has_one_colour_in_every_figure(rendered):
     assert len(colours) >= 3
     assert all(len(found) == 1 for found in colours.values()), colours
     assert len({next(iter(found)) for found in colours.values()}) == len(colours)
+
+
+@needs_chromium
+def test_a_cdn_report_offline_says_why_its_figures_are_missing(tmp_path):
+    """A report that links plotly.js from the CDN, opened offline, shows a visible message in place of each figure."""
+    page = tmp_path / "cdn.html"
+    page.write_text(build_report(load_run(FIXTURE), cdn=True))
+    dom = offline_chromium(page, 1400, tempfile.mkdtemp()).stdout
+    messages = re.findall(r'<p class="figure-missing">(.*?)</p>', dom)
+    assert len(messages) >= 3 and all("plotly.js did not load" in message for message in messages)
+    assert "main-svg" not in dom

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import math
 from pathlib import Path
 
@@ -66,18 +65,3 @@ def compare_frames(before: pd.DataFrame, after: pd.DataFrame, threshold: float =
 def compare_runs(run_a: Path, run_b: Path, threshold: float = 0.05) -> pd.DataFrame:
     """Compare two run directories (B against A)."""
     return compare_frames(tidy_frame(load_run(run_a).records), tidy_frame(load_run(run_b).records), threshold)
-
-
-def comparison_html(table: pd.DataFrame, run_a: Path, run_b: Path, threshold: float) -> str:
-    """A small self-contained HTML page of the comparison."""
-    shown = table.copy()
-    body = shown.to_html(index=False, float_format=lambda value: f"{value:.3f}", na_rep="-", classes="compare", escape=True)
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>benchharness comparison</title>"
-        "<style>body{font-family:system-ui,sans-serif;margin:2rem} table{border-collapse:collapse;font-size:.85rem}"
-        "td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:right} th{background:#f4f4f4}</style></head><body>"
-        f"<h1>{html.escape(Path(run_b).name)} vs {html.escape(Path(run_a).name)}</h1>"
-        f"<p>Ratios are B / A. A regression is a p50 latency more than {threshold:.0%} higher with Mann-Whitney p &lt; {SIGNIFICANCE}, "
-        f"or a top-1 accuracy more than {threshold:.0%} lower. {int(table['regression'].sum()) if len(table) else 0} regression(s).</p>"
-        f"{body}</body></html>"
-    )
