@@ -344,8 +344,9 @@ def write_trend(run_dirs: list[Path], output: Path | None, cdn: bool) -> Path:
     """Write the page of speedups across ``run_dirs`` and return its path."""
     from benchharness.report.views import load_same_suite, trend_page
 
-    page = trend_page(run_dirs, cdn=cdn)
-    name = load_same_suite(run_dirs[:1])[0].info["suite"]["name"]
+    runs = load_same_suite(run_dirs)
+    page = trend_page(runs, cdn=cdn)
+    name = runs[0].info["suite"]["name"]
     path = Path(output) if output else Path(run_dirs[-1]).resolve().parent / f"{name}-runs.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(page, encoding="utf-8")

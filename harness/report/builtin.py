@@ -268,7 +268,7 @@ def render_environment(frame: pd.DataFrame, report: Report) -> str:
     ok = report.ok
     dirty = environment.get("benchharness_git_dirty")
     commit = environment.get("benchharness_git_commit")
-    data_name = (report.suite_data or {}).get("name")
+    data_name = (report.suite.get("data") or {}).get("name")
     train = pd.to_numeric(ok.get("train_split_samples"), errors="coerce").dropna() if "train_split_samples" in ok else pd.Series(dtype=float)
     test = pd.to_numeric(ok.get("accuracy_samples"), errors="coerce").dropna() if "accuracy_samples" in ok else pd.Series(dtype=float)
     set_env = {key: value for key, value in (conditions.get("environment") or {}).items() if value is not None}

@@ -16,6 +16,7 @@ import json
 import math
 import numbers
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -65,14 +66,23 @@ class Run:
     records: list[dict[str, Any]]
     skipped: list[SkippedLine] = field(default_factory=list)
 
+    @cached_property
+    def suite(self) -> dict[str, Any]:
+        """The suite as run (its TOML text in ``run.json``, parsed once)."""
+        from benchharness.suite import parse_toml
+
+        return parse_toml(self.info["suite"]["text"], self.info["suite"]["source"])
+
+    @property
+    def techniques(self) -> list[str]:
+        """The labels of the suite's technique pipelines, in the suite's order."""
+        entries = self.suite.get("techniques") or [{"steps": ["baseline"]}]
+        return [entry.get("name") or "+".join(entry.get("steps", [])) for entry in entries]
+
     @property
     def reference(self) -> str | None:
         """The label of the reference pipeline: the suite's first technique entry."""
-        from benchharness.suite import parse_toml
-
-        techniques = parse_toml(self.info["suite"]["text"], self.info["suite"]["source"]).get("techniques") or [{"steps": ["baseline"]}]
-        first = techniques[0]
-        return first.get("name") or "+".join(first.get("steps", []))
+        return self.techniques[0]
 
 
 def load_run(path: Path) -> Run:

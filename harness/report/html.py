@@ -15,31 +15,17 @@ from benchharness.report.sections import Report, Section, arrange, collect_secti
 VIEWPORT = "<meta name='viewport' content='width=device-width, initial-scale=1'>"
 
 
-def suite_table(run: Run) -> dict[str, Any]:
-    """The suite as written (its TOML parsed), or {} when it cannot be parsed any more."""
-    from benchharness.errors import HarnessError
-    from benchharness.suite import parse_toml
-
-    try:
-        return parse_toml(run.info["suite"]["text"], run.info["suite"]["source"])
-    except HarnessError:
-        return {}
-
-
-def technique_order(suite: dict[str, Any], frame) -> list[str]:
+def technique_order(run: Run, frame) -> list[str]:
     """Technique labels in the suite's order (the reference first), then any others the records name."""
-    labels = [entry.get("name") or "+".join(entry.get("steps", [])) for entry in suite.get("techniques") or [{"steps": ["baseline"]}]]
-    return labels + sorted(set(frame["technique"].dropna()) - set(labels))
+    return run.techniques + sorted(set(frame["technique"].dropna()) - set(run.techniques))
 
 
 def make_report(run: Run) -> Report:
     """What every section renders from: the frame with its comparisons (computed once), styles and the budget."""
-    suite = suite_table(run)
-    reference = run.reference
-    frame = add_comparisons(tidy_frame(run.records), reference)
-    techniques = technique_order(suite, frame)
-    budget = float((suite.get("report") or {}).get("max_accuracy_drop", 1.0))
-    return Report(run, frame, reference, techniques, figures.technique_styles(techniques), budget, suite)
+    frame = add_comparisons(tidy_frame(run.records), run.reference)
+    techniques = technique_order(run, frame)
+    budget = float((run.suite.get("report") or {}).get("max_accuracy_drop", 1.0))
+    return Report(run, frame, run.reference, techniques, figures.technique_styles(techniques), budget)
 
 
 def header_html(report: Report, csv_name: str | None) -> str:
@@ -50,8 +36,7 @@ def header_html(report: Report, csv_name: str | None) -> str:
     info = run.info
     environment = info.get("environment", {})
     expected = len(info.get("cells", [])) or len(run.records)
-    ok = report.ok
-    hosts = sorted(host for host in ok["host"].dropna().unique() if host)
+    hosts = report.hosts
     lines = [
         f"{html.escape(str(info.get('created_at', '')))} · benchharness {html.escape(str(environment.get('benchharness') or __version__))}"
         f" · torch {html.escape(str(environment.get('torch')))} · {' · '.join(html.escape(line) for line in describe_hardware(info) if 'unavailable' not in line)}",

@@ -51,13 +51,17 @@ class Report:
     techniques: list[str]
     styles: dict[str, dict[str, str]]
     max_accuracy_drop: float
-    suite: dict[str, Any] = field(default_factory=dict)
     figures: int = field(default=0)
 
     @property
-    def suite_data(self) -> dict[str, Any]:
-        """The suite's ``[data]`` table as written."""
-        return self.suite.get("data") or {}
+    def suite(self) -> dict[str, Any]:
+        """The suite as run, parsed."""
+        return self.run.suite
+
+    @property
+    def hosts(self) -> list[str]:
+        """The machines the finished cells were timed on (none for records from before records said so)."""
+        return sorted(host for host in self.ok["host"].dropna().unique() if host)
 
     @property
     def ok(self) -> pd.DataFrame:
@@ -67,7 +71,7 @@ class Report:
     @property
     def several_hosts(self) -> bool:
         """Whether cells were timed on more than one machine (results are then grouped by machine)."""
-        return self.ok["host"].replace("", None).dropna().nunique() > 1
+        return len(self.hosts) > 1
 
     @property
     def group_keys(self) -> list[str]:

@@ -12,7 +12,7 @@ from benchharness.report import figures
 from benchharness.report.assets import figure_html
 from benchharness.report.compare import SIGNIFICANCE
 from benchharness.report.frame import Run, load_run, trend_frame
-from benchharness.report.html import page_html, suite_table, technique_order
+from benchharness.report.html import page_html, technique_order
 from benchharness.report.tables import Column, html_table, is_missing, significant
 
 
@@ -42,12 +42,12 @@ def _runs_table(runs: list[Run]) -> str:
     return html_table(rows, columns, "runs", filter_box=False)
 
 
-def trend_page(paths: list[Path], cdn: bool = False) -> str:
-    """Each technique's speedup (with its CI) across several runs of one suite, oldest first, as asv shows benchmarks over commits."""
-    runs = sorted(load_same_suite(paths), key=lambda run: str(run.info.get("created_at", "")))
+def trend_page(runs: list[Run], cdn: bool = False) -> str:
+    """Each technique's speedup (with its CI) across several runs of one suite (see :func:`load_same_suite`), oldest first, as asv shows benchmarks over commits."""
+    runs = sorted(runs, key=lambda run: str(run.info.get("created_at", "")))
     trend = trend_frame(runs)
     ok = trend[trend["status"] == "ok"]
-    techniques = technique_order(suite_table(runs[-1]), trend)
+    techniques = technique_order(runs[-1], trend)
     styles = figures.technique_styles(techniques)
     name = runs[0].info["suite"]["name"]
     hashes = {run.info["suite"]["sha256"] for run in runs}
