@@ -18,7 +18,8 @@ from benchharness import hookimpl
 from benchharness.cli import cli
 from benchharness.host import PluginHost, PluginOptions
 from benchharness.report.compare import compare_frames
-from benchharness.report.frame import add_comparisons, load_run, pareto_front, tidy_frame
+from benchharness.report.figures import pareto_indexes
+from benchharness.report.frame import add_comparisons, load_run, tidy_frame
 from benchharness.report.html import build_report, write_report
 from tests.conftest import ROOT
 
@@ -78,7 +79,7 @@ def test_aggregates_of_compressed_cells(frame):
 def test_pareto_front_on_hand_made_points():
     """Points dominated in both latency and accuracy are left out; ties on latency keep the most accurate."""
     points = [(1.0, 0.90), (2.0, 0.95), (1.5, 0.85), (3.0, 0.94), (0.5, 0.70), (2.0, 0.93), (4.0, 0.99)]
-    assert pareto_front(points) == [4, 0, 1, 6]
+    assert pareto_indexes([x for x, _ in points], [y for _, y in points], smaller_x_better=True) == [4, 0, 1, 6]
 
 
 def test_report_html_contents(run_copy):

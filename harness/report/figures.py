@@ -17,6 +17,8 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from benchharness.report.tables import BYTE_UNITS, COUNT_UNITS, is_missing, scaled
+
 # Paul Tol's "muted" scheme: told apart with the common colour-vision deficiencies, readable on white.
 PALETTE = ["#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499"]
 # 7 symbols against 9 colours: the lengths are coprime, so the first 63 techniques get 63 different pairs.
@@ -83,18 +85,12 @@ def log_axis(values: Iterable[float], label: Callable[[float], str] | None = Non
 
 def format_number(value: float) -> str:
     """A tick label: the full number, with k/M/G for thousands and up ("0.05", "2", "150k")."""
-    for suffix, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:g}{suffix}"
-    return f"{value:g}"
+    return scaled(value, COUNT_UNITS, number=lambda number: f"{number:g}", space="")
 
 
 def format_bytes(value: float) -> str:
     """A size label: "40 kB", "1.5 MB"."""
-    for suffix, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g} {suffix}"
-    return f"{value:.0f} B"
+    return scaled(value, BYTE_UNITS, " B", number=lambda number: f"{number:.3g}") if abs(value) >= 1e3 else f"{value:.0f} B"
 
 
 def format_times(value: float) -> str:
@@ -326,9 +322,7 @@ def _ok(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _present(value: Any) -> bool:
     """Whether a frame value holds something (not None, NaN or an empty string)."""
-    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
-        return False
-    return value != ""
+    return not is_missing(value) and value != ""
 
 
 def _style(styles: dict[str, dict], technique: str) -> dict:

@@ -277,17 +277,6 @@ def trend_frame(runs: list[Run]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indexes of the points that no other point beats on both latency (lower) and accuracy (higher), by latency."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best_accuracy = [], -np.inf
-    for index in order:
-        if points[index][1] > best_accuracy:
-            front.append(index)
-            best_accuracy = points[index][1]
-    return front
-
-
 def _csv_value(value: Any) -> Any:
     if isinstance(value, (list, tuple, dict)):
         return json.dumps(value, separators=(",", ":"), default=str)

@@ -39,24 +39,28 @@ def significant(value: Any, digits: int = 3) -> str:
     return f"{value:,.{decimals}f}"
 
 
-def scaled(value: Any, units: tuple[tuple[str, float], ...], plain: str = "") -> str:
-    """``value`` in the largest unit it reaches, three significant figures (e.g. ``385 kB``)."""
+BYTE_UNITS = (("GB", 1e9), ("MB", 1e6), ("kB", 1e3))
+COUNT_UNITS = (("G", 1e9), ("M", 1e6), ("k", 1e3))
+
+
+def scaled(value: Any, units: tuple[tuple[str, float], ...], plain: str = "", number: Callable[[float], str] = significant, space: str = " ") -> str:
+    """``value`` in the largest unit it reaches, written by ``number`` (three significant figures: ``385 kB``)."""
     if is_missing(value):
         return "-"
     for unit, scale in units:
         if abs(value) >= scale:
-            return f"{significant(value / scale)} {unit}"
-    return f"{significant(value)}{plain}"
+            return f"{number(value / scale)}{space}{unit}"
+    return f"{number(value)}{plain}"
 
 
 def bytes_text(value: Any) -> str:
     """Bytes in kB, MB or GB (powers of ten)."""
-    return scaled(value, (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)), " B")
+    return scaled(value, BYTE_UNITS, " B")
 
 
 def count_text(value: Any) -> str:
     """A count in k, M or G."""
-    return scaled(value, (("G", 1e9), ("M", 1e6), ("k", 1e3)))
+    return scaled(value, COUNT_UNITS)
 
 
 def interval_text(value: Any, low: Any, high: Any, scale: float = 1.0, signed: bool = False, unit: str = "") -> str:
