@@ -83,7 +83,7 @@ def result_columns(report: Report, several_repeats: bool) -> list[Column]:
     """The columns of the results tables."""
     reference = report.reference
     ok = report.ok
-    samples = pd.to_numeric(ok.get("accuracy_samples"), errors="coerce").dropna().unique() if "accuracy_samples" in ok else []
+    samples = report.distinct("accuracy_samples")
     n = f", n={int(samples[0])}" if len(samples) == 1 else ""
     peak_method = next((value for value in ok.get("inference_peak_method", pd.Series(dtype=object)).dropna().unique()), None)
     largest = int(ok["batch_size"].max()) if ok["batch_size"].notna().any() else None
@@ -166,13 +166,13 @@ def render_answers(frame: pd.DataFrame, report: Report) -> str:
     if not found:
         return f"<p>No answer yet: no group has both a finished {_escape(report.reference)} cell and another technique.</p>"
     ship = sum(answer.verdict == "ship" for answer in found)
-    n = pd.to_numeric(report.ok.get("accuracy_samples"), errors="coerce").dropna()
+    n = report.distinct("accuracy_samples")
     lead = (
         f"<p class='lead'>The fastest technique whose top-1 accuracy is at most <b>{budget:g} pp</b> below the <b>{_escape(report.reference)}</b>'s "
         f"(<code>[report] max_accuracy_drop</code>), for each model, device and batch size. {ship} of {len(found)} groups have a technique "
         "that is measurably faster (speedup CI above 1); the others keep the reference.</p>"
         "<p class='note'>Speedups are ratios of p50 latency timed in the same interleaved rounds, with 95% CIs from the paired rounds. "
-        f"Accuracy differences are paired on the same {int(n.iloc[0]) if len(n) else '?'} test images, with 95% CIs: "
+        f"Accuracy differences are paired on the same {int(n[0]) if n else '?'} test images, with 95% CIs: "
         "a difference whose CI contains 0 is not a measured gain or loss.</p>"
     )
     rows = pd.DataFrame([_answer_row(answer, report, budget) for answer in found])
@@ -265,12 +265,10 @@ def render_environment(frame: pd.DataFrame, report: Report) -> str:
     info = report.run.info
     environment = info.get("environment") or {}
     conditions = info.get("conditions") or {}
-    ok = report.ok
     dirty = environment.get("benchharness_git_dirty")
     commit = environment.get("benchharness_git_commit")
     data_name = (report.suite.get("data") or {}).get("name")
-    train = pd.to_numeric(ok.get("train_split_samples"), errors="coerce").dropna() if "train_split_samples" in ok else pd.Series(dtype=float)
-    test = pd.to_numeric(ok.get("accuracy_samples"), errors="coerce").dropna() if "accuracy_samples" in ok else pd.Series(dtype=float)
+    train, test = report.distinct("train_split_samples"), report.distinct("accuracy_samples")
     set_env = {key: value for key, value in (conditions.get("environment") or {}).items() if value is not None}
     pairs = [
         ("hardware", "; ".join(describe_hardware(info))),
@@ -287,7 +285,7 @@ def render_environment(frame: pd.DataFrame, report: Report) -> str:
         ("allocator", conditions.get("allocator")),
         ("isolation", conditions.get("isolation")),
         ("environment variables set", ", ".join(f"{key}={value}" for key, value in set_env.items()) or "none of the threading/allocator variables"),
-        ("data", f"{data_name or '?'}: " + (f"{int(train.iloc[0])} training, " if len(train) else "") + (f"{int(test.iloc[0])} test images" if len(test) else "split sizes not recorded")),
+        ("data", f"{data_name or '?'}: " + (f"{int(train[0])} training, " if train else "") + (f"{int(test[0])} test images" if test else "split sizes not recorded")),
         ("executor", (info.get("executor") or {}).get("name")),
         ("plugins", ", ".join(f"{plugin['name']} {plugin.get('version') or ''}".strip() for plugin in info.get("plugins") or [])),
     ]

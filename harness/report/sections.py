@@ -58,6 +58,10 @@ class Report:
         """The suite as run, parsed."""
         return self.run.suite
 
+    def distinct(self, column: str) -> list[float]:
+        """The distinct numbers a column holds in the finished cells' rows, in the order they first appear ([] without the column)."""
+        return pd.to_numeric(self.ok[column], errors="coerce").dropna().unique().tolist() if column in self.ok else []
+
     @property
     def hosts(self) -> list[str]:
         """The machines the finished cells were timed on (none for records from before records said so)."""
