@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test install browser clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml examples/benchharness-weight-noise/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps -e examples/benchharness-weight-noise
 	touch $(STAMP)
 
 install: $(STAMP)

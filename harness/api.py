@@ -19,14 +19,24 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from benchharness.suite import Suite
+    from benchharness.suite import Suite, SuiteSpec
     from benchharness.train import Trainer
 
 
 class StrictConfig(BaseModel):
-    """Base for every plugin config: unknown keys are errors, not silently ignored."""
+    """Base for every plugin config: unknown keys and values of the wrong type are errors.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Validation is strict: ``1`` or ``"yes"`` is not a bool and ``"2"`` is not an int (an int is
+    accepted for a float). The harness validates a suite's values strictly when it loads the
+    suite; configs it has already validated are rebuilt with :func:`rebuild_config`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def rebuild_config(config_type: type[BaseModel], values: dict[str, Any]) -> BaseModel:
+    """``config_type`` from ``values`` that were validated before and dumped as JSON (a tuple came back as a list)."""
+    return config_type.model_validate(values, strict=False)
 
 
 class NoConfig(StrictConfig):
@@ -36,26 +46,43 @@ class NoConfig(StrictConfig):
 class Technique:
     """An optimization technique: one step of a technique pipeline.
 
-    A *transform* (``KIND = "transform"``) returns a new model; an *execution
-    mode* (``KIND = "mode"``) changes how training and inference run.
-    ``TRAINS = True`` means ``apply`` trains the model itself (from scratch);
-    when the first step of a pipeline does not train, the harness trains the
-    model with the suite's budget before that step.
+    ``apply`` gets a model and returns the model the technique makes of it
+    (the same one changed in place, a new one, or a wrapper that changes how
+    inference runs). When the first step of a pipeline does not train
+    (``TRAINS = False``), the harness first trains the model with the suite's
+    budget; ``context.model_trained`` tells ``apply`` which case it is in.
+
+    Caching: when ``cacheable(config)`` is true, the result of ``apply`` is
+    stored as ``cache_state(model, config)`` under a key made of everything
+    before it (model, data, training budget, seed, earlier steps, library
+    versions and every plugin's code); the next run with the same key calls
+    ``restore`` instead of ``apply``.
     """
 
     NAME: ClassVar[str]
+    """The name suites use in ``steps``; unique among techniques."""
     DESCRIPTION: ClassVar[str] = ""
-    KIND: ClassVar[str] = "transform"
+    """One line shown by ``benchharness list techniques``."""
     TRAINS: ClassVar[bool] = False
+    """True when ``apply`` trains the model itself from scratch when it is a pipeline's first step (baseline, distill, amp, ddp)."""
     CACHE_AS: ClassVar[str | None] = None
+    """The step name of cache entries, when not ``NAME``: techniques with the same ``CACHE_AS`` share them (baseline's ``"train"`` is the implicit train step's)."""
     Config: ClassVar[type[StrictConfig]] = NoConfig
+    """The pydantic model of the step's parameters (a :class:`StrictConfig`); validated when the suite is loaded."""
 
-    def check_suite(self, config: StrictConfig, suite: "Suite") -> str | None:
-        """Return a problem with ``config`` in the context of ``suite`` (e.g. an unknown teacher), or None."""
+    def check_suite(self, config: StrictConfig, suite: "SuiteSpec") -> str | None:
+        """Return a problem with ``config`` in the context of the suite as written (e.g. a teacher that is not one of ``suite.models``), or None.
+
+        Called by ``validate`` and ``run`` when the suite is loaded, before any cell runs.
+        """
         return None
 
     def unsupported_reason(self, config: StrictConfig, device: "Probe") -> str | None:
-        """Return why this step cannot run on ``device`` (the cell is then skipped), or None."""
+        """Return why this step cannot run on ``device`` (the cell is then skipped with that reason), or None.
+
+        Called before a cell starts, for every registered device; it must not raise, and should
+        return a reason for a device type it does not know rather than fail later in ``apply``.
+        """
         return None
 
     def apply(self, model: "nn.Module", config: StrictConfig, context: "CellContext") -> "nn.Module":
@@ -90,7 +117,9 @@ class ModelFamily:
     """A model architecture, or a family of them addressed as ``NAME:variant``."""
 
     NAME: ClassVar[str]
+    """The name suites use in ``models`` (``NAME`` or ``NAME:variant``)."""
     DESCRIPTION: ClassVar[str] = ""
+    """One line shown by ``benchharness list models``."""
 
     def variants(self) -> list[str] | None:
         """Names accepted after ``NAME:``, or None when the family takes no variant."""
@@ -106,11 +135,17 @@ class Data:
     """A loaded data set: tensors of a train and a test split."""
 
     name: str
+    """The data set's registered name."""
     x_train: "torch.Tensor"
+    """Training inputs, one sample per row of the first dimension (images: N x C x H x W, float32)."""
     y_train: "torch.Tensor"
+    """Training labels: class indices (int64), one per sample."""
     x_test: "torch.Tensor"
+    """Test inputs, shaped like ``x_train``."""
     y_test: "torch.Tensor"
+    """Test labels (int64)."""
     num_classes: int
+    """How many classes the labels range over (0 to ``num_classes - 1``)."""
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -133,8 +168,11 @@ class Dataset:
     """A data set that a suite can name in its ``[data]`` table."""
 
     NAME: ClassVar[str]
+    """The name suites use in ``[data] name``."""
     DESCRIPTION: ClassVar[str] = ""
+    """One line shown by ``benchharness list datasets``."""
     Config: ClassVar[type[StrictConfig]] = NoConfig
+    """The pydantic model of the ``[data]`` table's other keys."""
 
     def problem(self, config: StrictConfig) -> str | None:
         """Return why the data set cannot be loaded with ``config`` (e.g. missing files), or None."""
@@ -153,8 +191,11 @@ class Probe:
     """
 
     NAME: ClassVar[str]
+    """The probe's name (``benchharness probe`` and ``run.json`` list its facts under it)."""
     DESCRIPTION: ClassVar[str] = ""
+    """One line shown by ``benchharness list probes``."""
     DEVICE: ClassVar[str | None] = None
+    """A torch device type (``"cpu"``, ``"cuda"``) that suites can name in ``devices``, or None for a probe that is not a device."""
     PEAK_MEMORY_METHOD: ClassVar[str | None] = None
     """What :meth:`peak_memory_bytes` counts. None: the process's high-water mark (resident memory,
     torch's own included), so a model's inference memory is found by tracking its tensors instead.
@@ -197,7 +238,9 @@ class Step:
     """One step of a technique pipeline: the technique's name and its validated config."""
 
     technique: str
+    """The technique's name."""
     config: dict[str, Any] = field(default_factory=dict)
+    """Its validated parameters, as JSON values (rebuild the config with ``technique.Config``)."""
 
 
 @dataclass
@@ -205,12 +248,19 @@ class Cell:
     """One (model, technique pipeline, device, repeat) of a suite's matrix."""
 
     id: str
+    """``model/technique/device/rREPEAT``: unique in a run."""
     model: str
+    """The model's name as the suite gives it."""
     technique: str
+    """The pipeline's label (its ``name``, or its steps joined by ``+``)."""
     steps: list[Step]
+    """The pipeline's steps, in order (without the implicit train step)."""
     device: str
+    """The device's name."""
     repeat: int
+    """Which repeat of the suite this is, from 0."""
     seed: int
+    """The seed of models and training: the suite's ``seed`` plus ``repeat``."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form of the cell."""
@@ -235,16 +285,35 @@ class CellContext:
     """
 
     cell: Cell
+    """The cell being run: its model, technique label, steps, device, repeat and seed."""
     suite: "Suite"
+    """The loaded suite; ``suite.spec`` holds its sections (``spec.train``, ``spec.measure``, ``spec.models``, ...)."""
     data: Data
+    """Both splits of the suite's data set, already on the cell's device."""
     device: Probe
+    """The probe of the cell's device (``device.DEVICE`` is its torch device type)."""
     torch_device: "torch.device"
+    """The torch device the cell runs on."""
     trainer: "Trainer"
+    """The shared training loop with the suite's budget; train with ``trainer.fit`` instead of writing a loop."""
     build_model: Callable[[str], "nn.Module"]
+    """``build_model(name)``: a freshly initialised, untrained model of the suite, seeded like the cell, on the device."""
     trained_model: Callable[[str], "nn.Module"]
+    """``trained_model(name)``: that model trained with the suite's budget (the same cached artifact as its baseline cell), in eval mode."""
     notes: dict[str, Any] = field(default_factory=dict)
+    """Values copied into the cell's record (``record["notes"]``) and the report frame; name them after your plugin."""
     workdir: Path | None = None
+    """A directory of the run for the cell's own files (launch specs, logs), or None outside a run."""
     plugin_options: Any = None
+    """The :class:`~benchharness.host.PluginOptions` the cell's worker loaded plugins with, for processes a technique starts."""
+    model_trained: bool = True
+    """Whether the model handed to ``apply`` is trained already: False only for a pipeline's first step when that technique ``TRAINS``."""
+
+    def evaluate(self, model: "nn.Module") -> float:
+        """Top-1 accuracy of ``model`` on the test split, in the suite's evaluation batch size (raises ``Diverged`` on NaN outputs)."""
+        from benchharness.train import evaluate_accuracy
+
+        return evaluate_accuracy(model, self.data, self.suite.spec.measure.eval_batch_size, self.torch_device)
 
     def calibration_batches(self, count: int, batch_size: int | None = None) -> list["torch.Tensor"]:
         """The first ``count`` training batches (inputs only), e.g. to calibrate quantization."""

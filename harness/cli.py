@@ -250,15 +250,17 @@ def list_command(kind: str | None, plugins: tuple[str, ...]) -> None:
 
 
 def plugin_table(host: PluginHost, kind: str) -> Table:
-    """A table of one kind of registered thing."""
+    """A table of one kind of registered thing; for plugins, every plugin with its version, origin, what it registered and its status."""
     table = Table(title=kind, title_justify="left")
     if kind == "plugins":
-        table.add_column("plugin")
-        table.add_column("from")
-        for name, source in host.plugin_rows():
-            table.add_row(name, source)
-        for failure in host.failures:
-            table.add_row(f"[red]{failure.name}[/]", f"[red]{escape(describe_source(failure.source, failure.version))}: skipped: {escape(failure.error)}[/]")
+        table.add_column("plugin", no_wrap=True)
+        for column in ("distribution", "version", "from", "registered", "status"):
+            table.add_column(column, overflow="fold")
+        colours = {"loaded": "green", "disabled": "yellow", "failed": "red"}
+        for info in host.plugin_infos():
+            registered = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.registered.items())
+            status = f"[{colours[info.status]}]{info.status}[/]" + (f": {escape(info.problem)}" if info.problem else "")
+            table.add_row(escape(info.name), info.distribution or "", info.version or "", info.origin, escape(registered), status)
         return table
     registry = {"techniques": host.techniques, "models": host.models, "datasets": host.datasets, "probes": host.probes, "executors": host.executors}[kind]
     for column in ("name", "description", "plugin", "distribution"):
@@ -268,6 +270,34 @@ def plugin_table(host: PluginHost, kind: str) -> Table:
         shown = f"{name}:<name>" if kind == "models" and entry.item.variants() is not None else name
         table.add_row(shown, entry.item.DESCRIPTION, entry.plugin, entry.distribution)
     return table
+
+
+@cli.group(name="plugins")
+def plugins_group() -> None:
+    """Check the installed plugins."""
+
+
+@plugins_group.command(name="check")
+@plugin_option
+def plugins_check(plugins: tuple[str, ...]) -> None:
+    """Validate every plugin that would load: hooks and their arguments (pluggy's validation), import errors,
+    invalid items, a missing NAME, and names registered twice. Exits 1 on any problem, 0 when all is well."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        host = PluginHost(PluginOptions(extra=tuple(plugins)))
+    problems = host.problems()
+    loaded = [info for info in host.plugin_infos() if info.status == "loaded"]
+    disabled = [info.name for info in host.plugin_infos() if info.status == "disabled"]
+    for problem in problems:
+        errors.print(f"[red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
+    if disabled:
+        console.print(f"disabled: {', '.join(disabled)}", highlight=False, soft_wrap=True)
+    verdict = "[red]problems found[/]" if problems else "[green]all plugins are valid[/]"
+    console.print(f"{verdict}: {len(loaded)} loaded, {len(disabled)} disabled, {len(problems)} problem(s)", highlight=False)
+    if problems:
+        sys.exit(EXIT_FAILED_CELLS)
 
 
 @cli.command(name="system")

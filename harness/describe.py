@@ -19,14 +19,13 @@ def run_info(suite: Any, host: PluginHost, probes: dict[str, Any] | None = None)
     from benchharness import conditions
     from benchharness.store import environment
 
-    versions = host.plugin_versions()
     measure = suite.spec.measure
     return {
         **preliminary_info(suite, host),
         "conditions": conditions.describe(measure.cpus, measure.thread_count()),
         "environment": environment(suite.source),
         "probes": describe_probes(host) if probes is None else probes,
-        "plugins": [{"name": name, "source": source, "version": versions[name]} for name, source in host.plugin_rows()],
+        "plugins": [{**info.as_dict(), "source": host.sources.get(info.name, info.origin)} for info in host.plugin_infos()],
         "described": True,
     }
 

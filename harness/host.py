@@ -40,7 +40,7 @@ import pluggy
 from pydantic import BaseModel
 
 from benchharness import __version__, hookspecs
-from benchharness.api import Dataset, ModelFamily, Probe, Technique
+from benchharness.api import Dataset, ModelFamily, Probe, Technique, rebuild_config
 from benchharness.executor import Executor
 from benchharness.errors import PluginError
 
@@ -151,8 +151,6 @@ def checked_item(item: Any, kind: str, base: type) -> Any:
     config = getattr(item, "Config", None)
     if hasattr(base, "Config") and not (isinstance(config, type) and issubclass(config, BaseModel)):
         raise PluginError(f"registered the {kind} {name!r}, but its Config is not a pydantic model; subclass benchharness.StrictConfig")
-    if base is Technique and item.KIND not in ("transform", "mode"):
-        raise PluginError(f"registered the technique {name!r}, but its KIND {item.KIND!r} is neither 'transform' nor 'mode'")
     if base is Probe and item.DEVICE is not None and not (isinstance(item.DEVICE, str) and item.DEVICE):
         raise PluginError(f"registered the probe {name!r}, but its DEVICE {item.DEVICE!r} is neither None nor a device name")
     return item
@@ -172,8 +170,14 @@ class Registered(Generic[T]):
         return code_fingerprint(self.item, self.plugin, self.distribution, self.version)
 
 
-def _nothing_unloaded() -> list[str]:
+def _nothing_unloaded() -> list[tuple[str, str]]:
     return []
+
+
+def _names_alike(item: str, plugin: str) -> bool:
+    """Whether ``plugin`` (a module, distribution or file name) is named after ``item``."""
+    base = plugin.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py")
+    return item.lower().replace("-", "_") in base.lower().replace("-", "_")
 
 
 @dataclass
@@ -186,7 +190,8 @@ class Registry(Generic[T]):
     kind: str
     base: type
     entries: dict[str, Registered[T]] = field(default_factory=dict)
-    unloaded: Callable[[], list[str]] = field(default=_nothing_unloaded, repr=False)
+    unloaded: Callable[[], list[tuple[str, str]]] = field(default=_nothing_unloaded, repr=False)
+    ignored: list[str] = field(default_factory=list)
 
     def add(self, item: Any, plugin: str, distribution: str, version: str | None = None) -> None:
         """Add ``item`` (an instance, or a class that is instantiated) registered by ``plugin`` of ``distribution`` at ``version``."""
@@ -197,7 +202,9 @@ class Registry(Generic[T]):
         name = item.NAME
         if name in self.entries:
             first = self.entries[name].plugin
-            warnings.warn(f"{self.kind} {name!r} from plugin {plugin!r} ignored: plugin {first!r} registered it first", stacklevel=2)
+            problem = f"{self.kind} {name!r} from plugin {plugin!r} ignored: plugin {first!r} registered it first"
+            self.ignored.append(problem)
+            warnings.warn(problem, stacklevel=2)
             return
         self.entries[name] = Registered(item, plugin, distribution, version)
 
@@ -212,10 +219,16 @@ class Registry(Generic[T]):
         return sorted(self.entries)
 
     def suggest(self, name: str) -> str:
-        """A hint naming the closest registered name (or listing them), then every plugin that was skipped or blocked."""
+        """A hint naming the closest registered name (or listing them), then every plugin that was skipped or blocked.
+
+        A skipped or blocked plugin named like ``name`` (``binarize`` for ``benchharness_binarize``) comes first,
+        since it is most likely the one that would have registered it.
+        """
         close = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.5)
         hint = f"did you mean {close[0]!r}?" if close else f"registered {self.kind}s: {', '.join(self.names()) or 'none'}"
-        return "; ".join([hint, *self.unloaded()])
+        unloaded = self.unloaded()
+        likely = [sentence for plugin, sentence in unloaded if _names_alike(name, plugin)]
+        return "; ".join([*likely, hint, *(sentence for plugin, sentence in unloaded if sentence not in likely)])
 
 
 @dataclass
@@ -229,6 +242,43 @@ class PluginFailure:
 
     def __str__(self) -> str:
         return f"plugin {self.name!r} ({describe_source(self.source, self.version)}) was skipped: {self.error}"
+
+
+@dataclass
+class PluginInfo:
+    """One plugin as ``benchharness list plugins`` and ``run.json`` show it.
+
+    ``origin`` is ``built-in``, ``entry point``, ``--plugin`` or ``inline``; ``status`` is
+    ``loaded``, ``disabled`` (by the block list) or ``failed`` (skipped; ``problem`` says why);
+    ``registered`` maps a kind (``technique``, ``model``, ...) to the names the plugin registered,
+    and ``hooks`` to the other hooks it implements (commands, report sections, cell events).
+    """
+
+    name: str
+    distribution: str | None
+    version: str | None
+    origin: str
+    status: str
+    registered: dict[str, list[str]] = field(default_factory=dict)
+    problem: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return {
+            "name": self.name, "distribution": self.distribution, "version": self.version, "origin": self.origin,
+            "status": self.status, "registered": self.registered, "problem": self.problem,
+        }
+
+
+def origin_of(source: str) -> tuple[str, str | None]:
+    """(origin, distribution) of a plugin's ``source``: built-in, ``--plugin``, inline, or an entry point of a distribution."""
+    if source == BUILTIN:
+        return "built-in", "benchharness"
+    if source.startswith("--plugin "):
+        return "--plugin", None
+    if source == INLINE:
+        return "inline", None
+    return "entry point", source
 
 
 def _plugin_file(spec: str) -> Path | None:
@@ -340,6 +390,7 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.failures: list[PluginFailure] = []
         self.blocked: list[str] = []
+        self.blocked_sources: dict[str, tuple[str, str | None]] = {}
         self.sources: dict[str, str] = {}
         self.versions: dict[str, str | None] = {}
         blocked = self.options.blocked()
@@ -389,11 +440,14 @@ class PluginHost:
         """Where the registered plugin ``name`` came from, in words."""
         return describe_source(self.sources.get(name, INLINE), self.versions.get(name))
 
-    def unloaded_notes(self) -> list[str]:
-        """One sentence per plugin that was skipped (and why) or blocked; registries add these to their hints."""
-        notes = [str(failure) for failure in self.failures]
-        blocker = DISABLE_ENV if self.options.disabled is None else "PluginOptions.disabled"
-        return notes + [f"plugin {name!r} is blocked by {blocker}" for name in self.blocked]
+    def unloaded_notes(self) -> list[tuple[str, str]]:
+        """(plugin name, sentence) per plugin that was skipped (and why) or blocked; registries add these to their hints."""
+        notes = [(failure.name, str(failure)) for failure in self.failures]
+        if self.options.disabled is None:
+            blocked = [(name, f"plugin {name!r} is disabled by {DISABLE_ENV}; remove it from that variable to load it") for name in self.blocked]
+        else:
+            blocked = [(name, f"plugin {name!r} is blocked by PluginOptions.disabled") for name in self.blocked]
+        return notes + blocked
 
     def _entry_points(self) -> list[metadata.EntryPoint]:
         """The installed entry points of the group; a distribution whose entry points cannot be read is a failure."""
@@ -413,7 +467,9 @@ class PluginHost:
 
     def _load(self, name: str, load: Callable[[], Any], source: str, blocked: set[str], version: str | None = None) -> None:
         if name in blocked:
-            self.blocked.append(name)
+            if name not in self.blocked_sources:
+                self.blocked.append(name)
+                self.blocked_sources[name] = (source, version)
             return
         if self.pm.has_plugin(name):
             if self.sources.get(name) != source:
@@ -490,7 +546,7 @@ class PluginHost:
             return f"device {cell.device!r} unavailable: {reason}"
         for step in cell.steps:
             technique = self.techniques[step.technique]
-            reason = technique.unsupported_reason(technique.Config.model_validate(step.config), probe)
+            reason = technique.unsupported_reason(rebuild_config(technique.Config, step.config), probe)
             if reason:
                 return f"{step.technique}: {reason}"
         return None
@@ -498,6 +554,41 @@ class PluginHost:
     def devices(self) -> dict[str, Probe]:
         """Probes that are devices, by device name."""
         return {name: probe for name, probe in ((n, self.probes[n]) for n in self.probes.names()) if probe.DEVICE}
+
+    def plugin_infos(self) -> list[PluginInfo]:
+        """Every plugin: the loaded ones in load order, then the disabled, then the failed, with distributions and versions."""
+        registered: dict[str, dict[str, list[str]]] = {}
+        for attribute, kind, *_ in REGISTRIES:
+            registry = getattr(self, attribute)
+            for name in registry.names():
+                registered.setdefault(registry.entries[name].plugin, {}).setdefault(kind, []).append(name)
+        infos = []
+        registry_hooks = {hook for *_, hook in REGISTRIES}
+        for name, source in self.plugin_rows():
+            origin, distribution = origin_of(source)
+            hooks = sorted(caller.name for caller in self.pm.get_hookcallers(self.pm.get_plugin(name)) or [] if caller.name not in registry_hooks)
+            items = {**registered.get(name, {}), **({"hooks": hooks} if hooks else {})}
+            infos.append(PluginInfo(name, distribution, self.versions.get(name), origin, "loaded", items))
+        blocker = DISABLE_ENV if self.options.disabled is None else "PluginOptions.disabled"
+        for name in self.blocked:
+            source, version = self.blocked_sources[name]
+            origin, distribution = origin_of(source)
+            infos.append(PluginInfo(name, distribution, version, origin, "disabled", problem=f"blocked by {blocker}"))
+        for failure in self.failures:
+            origin, distribution = origin_of(failure.source)
+            infos.append(PluginInfo(failure.name, distribution, failure.version, origin, "failed", problem=failure.error))
+        return infos
+
+    def problems(self) -> list[str]:
+        """What ``benchharness plugins check`` reports: skipped plugins, names registered twice, and pluggy's own validation."""
+        found = [str(failure) for failure in self.failures]
+        for attribute, *_ in REGISTRIES:
+            found += getattr(self, attribute).ignored
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as error:
+            found.append(f"plugin {error.plugin!r}: {error}")
+        return found
 
     def plugin_rows(self) -> list[tuple[str, str]]:
         """(plugin name, where it came from) for every registered plugin."""

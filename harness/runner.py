@@ -19,7 +19,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from benchharness.api import Cell
+from benchharness.api import Cell, rebuild_config
 from benchharness.host import PluginHost
 from benchharness.matrix import Group, expand, group_cells
 from benchharness.executor import Executor, TaskSpec
@@ -56,7 +56,7 @@ class Runner:
         self._lock = threading.Lock()
         self._started = False
         self.executor: Executor = host.executors[suite.spec.run.executor]
-        self._executor_config = self.executor.Config.model_validate(suite.executor_config)
+        self._executor_config = rebuild_config(self.executor.Config, suite.executor_config)
         self._skip_reasons: Counter = Counter()
         self._device_reasons: dict[str, str] = {}
         self._cells = {cell.id: cell for cell in expand(suite)}

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from benchharness.api import rebuild_config
 from benchharness.errors import SuiteError, SuiteProblem
 
 if TYPE_CHECKING:
@@ -493,7 +494,7 @@ def _check_data(spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProblem
     dataset = host.datasets[spec.data.name]
     config = _validate_params(dataset.Config, spec.data.params, ("data",), problems)
     if config:
-        problem = dataset.problem(dataset.Config.model_validate(config))
+        problem = dataset.problem(rebuild_config(dataset.Config, config))
         if problem:
             problems.append(SuiteProblem("data", problem))
     return config
@@ -524,7 +525,7 @@ def _check_executor(spec: SuiteSpec, host: "PluginHost", problems: list[SuitePro
     executor = host.executors[name]
     config = _validate_params(executor.Config, options, ("run", name), problems)
     if not problems:
-        reason = executor.unavailable_reason(executor.Config.model_validate(config))
+        reason = executor.unavailable_reason(rebuild_config(executor.Config, config))
         if reason:
             problems.append(SuiteProblem("run.executor", f"the {name} executor cannot be used here: {reason}"))
     return config
@@ -554,7 +555,7 @@ def _check_technique(index: int, entry: TechniqueEntry, spec: SuiteSpec, host: "
         before = len(problems)
         configs[step] = _validate_params(technique.Config, params, (where, step), problems)
         if len(problems) == before:
-            problem = technique.check_suite(technique.Config.model_validate(configs[step]), spec)
+            problem = technique.check_suite(rebuild_config(technique.Config, configs[step]), spec)
             if problem:
                 problems.append(SuiteProblem(f"{where}.{step}", problem))
     return configs
@@ -595,7 +596,7 @@ def _check_devices(spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProb
         if name not in devices:
             close = _hint(problems, lambda: difflib.get_close_matches(name, list(devices), n=1, cutoff=0.5))
             hint = f"did you mean {close[0]!r}?" if close else f"registered devices: {', '.join(devices)}"
-            problems.append(SuiteProblem(f"devices[{index}]", f"unknown device {name!r}", "; ".join([hint, *host.unloaded_notes()])))
+            problems.append(SuiteProblem(f"devices[{index}]", f"unknown device {name!r}", "; ".join([hint, *(sentence for _, sentence in host.unloaded_notes())])))
 
 
 def _check_seed(spec: SuiteSpec, problems: list[SuiteProblem]) -> None:

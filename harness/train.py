@@ -42,16 +42,48 @@ def make_schedule(optimizer: torch.optim.Optimizer, budget: TrainBudget, total_s
 
 
 class Trainer:
-    """Trains models with the suite's budget on one device; techniques get it from their context."""
+    """Trains models with the suite's budget on one device; techniques get it as ``context.trainer``.
+
+    It counts the time and samples of all training in a cell (recorded as ``train_s`` and
+    ``train_samples``); training done elsewhere (other processes) is added with :meth:`add_training`.
+    """
 
     def __init__(self, budget: TrainBudget, device: torch.device, seed: int = 0, synchronize: Callable[[], None] = lambda: None):
         self.budget = budget
+        """The suite's ``[train]`` section: epochs, batch size, optimizer, schedule, ..."""
         self.device = device
+        """The torch device models are trained on."""
         self.seed = seed
+        """The seed of each fit's shuffling: the cell's."""
         self.synchronize = synchronize
-        self.autocast_dtype: torch.dtype | None = None
-        self.train_seconds = 0.0
-        self.samples_seen = 0
+        """Waits for the device's queued work (the probe's ``synchronize``), so that times are whole."""
+        self._autocast_dtype: torch.dtype | None = None
+        self._train_seconds = 0.0
+        self._samples_seen = 0
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The dtype forward passes run in under torch.autocast during :meth:`fit`, or None (full precision)."""
+        return self._autocast_dtype
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds spent training in this cell so far, all fits and :meth:`add_training` together."""
+        return self._train_seconds
+
+    @property
+    def samples_seen(self) -> int:
+        """Training samples processed in this cell so far (epochs times samples, summed)."""
+        return self._samples_seen
+
+    def set_autocast(self, dtype: torch.dtype | None) -> None:
+        """Run later fits' forward passes under torch.autocast in ``dtype`` (with a GradScaler for float16); None turns it off."""
+        self._autocast_dtype = dtype
+
+    def add_training(self, seconds: float, samples: int) -> None:
+        """Count training done outside :meth:`fit` (e.g. in processes a technique started) in the cell's totals."""
+        self._train_seconds += float(seconds)
+        self._samples_seen += int(samples)
 
     def _epoch_order(self, count: int, epoch: int, generator: torch.Generator, sampler: Any) -> torch.Tensor:
         if sampler is None:
@@ -68,7 +100,7 @@ class Trainer:
         sampler: Any = None,
         batch_size: int | None = None,
     ) -> nn.Module:
-        """Train ``model`` in place on ``data``'s train split and return it.
+        """Train ``model`` in place on ``data``'s train split and return it, in eval mode.
 
         ``loss_fn(logits, inputs, targets)`` replaces the cross-entropy loss (e.g. for distillation);
         ``epochs`` and ``batch_size`` override the budget's; ``sampler`` (e.g. a DistributedSampler
@@ -109,8 +141,7 @@ class Trainer:
             if not torch.isfinite(loss_sum):
                 raise Diverged(f"loss became {loss_sum.item()} in epoch {epoch + 1} of {epochs}; lower the learning rate")
         self.synchronize()
-        self.train_seconds += time.perf_counter() - started
-        self.samples_seen += epochs * count
+        self.add_training(time.perf_counter() - started, epochs * count)
         model.eval()
         return model
 

@@ -22,7 +22,7 @@ import torchvision  # noqa: F401  (preloaded for the forkserver)
 
 from benchharness import conditions
 from benchharness.artifact import load_model, save_model
-from benchharness.api import CellContext, Data, Probe, Step, Technique
+from benchharness.api import CellContext, Data, Probe, Step, Technique, rebuild_config
 from benchharness.cache import ArtifactCache, cache_key, library_versions
 from benchharness.errors import Diverged, Unsupported
 from benchharness.measure import count_flops, example_batch, size_metrics, time_interleaved
@@ -377,6 +377,7 @@ class CellRun:
         """``name`` trained with the suite's budget (the same artifact as that model's baseline cell)."""
         model = self.fresh_model(name)
         context = self.context()
+        context.model_trained = False
         model, _ = self.apply_step(model, TrainStep(), TrainStep.Config(), context, [self.lineage_root(name)], f"train:{name}")
         return model.eval()
 
@@ -398,7 +399,7 @@ class CellRun:
         settings = self.suite.spec.measure
         conditions.apply(settings.cpus, settings.thread_count())
         dataset = self.host.datasets[self.suite.spec.data.name]
-        self.data = dataset.load(dataset.Config.model_validate(self.suite.data_config)).to(self.device)
+        self.data = dataset.load(rebuild_config(dataset.Config, self.suite.data_config)).to(self.device)
         return self.context()
 
     def execute(self) -> dict[str, Any]:
@@ -407,7 +408,7 @@ class CellRun:
         self.check_supported()
         context = self.prepare()
         steps = [(self.host.techniques[step.technique], step) for step in cell.steps]
-        configs = [technique.Config.model_validate(step.config) for technique, step in steps]
+        configs = [rebuild_config(technique.Config, step.config) for technique, step in steps]
         model = self.fresh_model(cell.model)
         reference_params = count_parameters(model)[0]
         reference_flops = layer_flops(model, self.data.x_test[:1].to(self.device))
@@ -416,7 +417,8 @@ class CellRun:
             configs.insert(0, TrainStep.Config())
         lineage = [self.lineage_root(cell.model)]
         step_records: list[dict[str, Any]] = []
-        for (technique, step), config in zip(steps, configs):
+        for index, ((technique, step), config) in enumerate(zip(steps, configs)):
+            context.model_trained = index > 0
             model, lineage = self.apply_step(model, technique, config, context, lineage, step.technique)
             metrics, inputs = measure_model(model, self.data, suite, probe, self.device, reference_params, reference_flops)
             if metrics["quantized_modules"] and step_records:

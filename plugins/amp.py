@@ -62,7 +62,6 @@ class Amp(Technique):
 
     NAME = "amp"
     DESCRIPTION = "mixed precision via torch.autocast: bf16, or fp16 with a GradScaler on CUDA"
-    KIND = "mode"
     TRAINS = True
 
     Config = AmpConfig
@@ -88,8 +87,8 @@ class Amp(Technique):
 
     def apply(self, model, config, context):
         dtype = self._dtype(config)
-        context.trainer.autocast_dtype = dtype
-        if context.cell.steps[0].technique == self.NAME:
+        context.trainer.set_autocast(dtype)
+        if not context.model_trained:
             context.trainer.fit(model, context.data)
         context.notes["amp_dtype"] = str(dtype).replace("torch.", "")
         context.notes["amp_grad_scaler"] = config.dtype == "fp16"
@@ -101,7 +100,7 @@ class Amp(Technique):
     def restore(self, model, config, context, state):
         model.load_state_dict(state["state_dict"])
         dtype = self._dtype(config)
-        context.trainer.autocast_dtype = dtype
+        context.trainer.set_autocast(dtype)
         return autocast_module(model, context.torch_device.type, dtype)
 
 

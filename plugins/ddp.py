@@ -83,7 +83,6 @@ class Ddp(Technique):
 
     NAME = "ddp"
     DESCRIPTION = "DistributedDataParallel training via torch.distributed's elastic launcher (gloo on CPU, nccl on CUDA)"
-    KIND = "mode"
     TRAINS = True
     Config = DdpConfig
 
@@ -155,8 +154,7 @@ class Ddp(Technique):
             results[(nproc, nnodes)] = json.loads(Path(spec["stats"]).read_text())
         final = results[(config.world_size, config.nnodes)]
         model.load_state_dict(torch.load(workdir / f"trained-{config.world_size}x{config.nnodes}.pt", weights_only=True, map_location=context.torch_device))
-        context.trainer.train_seconds += sum(result["wall_s"] for result in results.values())
-        context.trainer.samples_seen += sum(result["samples"] for result in results.values())
+        context.trainer.add_training(sum(result["wall_s"] for result in results.values()), sum(result["samples"] for result in results.values()))
         notes = {
             "ddp_backend": final["backend"],
             "ddp_world_size": final["world_size"],
@@ -187,6 +185,7 @@ def train_rank(spec: dict) -> None:
     from torch.utils.data import DistributedSampler
 
     from benchharness.host import PluginHost, PluginOptions
+    from benchharness.api import rebuild_config
     from benchharness.suite import load_suite_text, split_model_name
     from benchharness.train import Trainer
 
@@ -204,7 +203,7 @@ def train_rank(spec: dict) -> None:
         device = torch.device("cpu")
         synchronize = lambda: None  # noqa: E731
     dataset = host.datasets[suite.spec.data.name]
-    data = dataset.load(dataset.Config.model_validate(suite.data_config)).to(device)
+    data = dataset.load(rebuild_config(dataset.Config, suite.data_config)).to(device)
     family, variant = split_model_name(spec["cell"]["model"])
     model = host.models[family].build(data.num_classes, data.input_shape, variant)
     model.load_state_dict(torch.load(spec["initial"], weights_only=True, map_location="cpu"))

@@ -64,14 +64,11 @@ class Distill(Technique):
 
     def _record(self, student, config, context, teacher):
         """Note the teacher's accuracy and the same student trained without a teacher."""
-        from benchharness.train import evaluate_accuracy
-
-        batch = context.suite.spec.measure.eval_batch_size
-        alone = evaluate_accuracy(context.trained_model(context.cell.model), context.data, batch, context.torch_device)
-        with_teacher = evaluate_accuracy(student, context.data, batch, context.torch_device)
+        alone = context.evaluate(context.trained_model(context.cell.model))
+        with_teacher = context.evaluate(student)
         context.notes.update(
             teacher=config.teacher,
-            teacher_accuracy_top1=evaluate_accuracy(teacher, context.data, batch, context.torch_device),
+            teacher_accuracy_top1=context.evaluate(teacher),
             student_without_teacher_accuracy_top1=alone,
             distill_gain_top1=with_teacher - alone,
         )

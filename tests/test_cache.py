@@ -563,6 +563,9 @@ def test_editing_a_plugin_file_invalidates_its_entries(tmp_path):
     assert [record["cache_hits"] for record in records] == [[], ["retrain"], []]
     assert [record["metrics"]["train_samples"] > 0 for record in records] == [True, False, True]
     plugins = {entry["name"]: entry for entry in runs[0].read_info()["plugins"]}
-    assert plugins[str(plugin)] == {"name": str(plugin), "source": f"--plugin {plugin}", "version": None}
+    assert plugins[str(plugin)] == {
+        "name": str(plugin), "source": f"--plugin {plugin}", "version": None, "distribution": None, "origin": "--plugin",
+        "status": "loaded", "registered": {"technique": ["retrain"]}, "problem": None,
+    }
     assert plugins["benchharness.plugins.prune"]["version"] == benchharness.__version__
     assert all("version" in entry for entry in plugins.values())

@@ -42,7 +42,40 @@ def test_list_each_kind(kind, expected):
     result = invoke("list", kind)
     assert result.exit_code == 0
     assert expected in result.output
-    assert "benchharness (built-in)" in result.output
+    assert ("built-in" if kind == "plugins" else "benchharness (built-in)") in result.output
+
+
+def test_list_plugins_shows_versions_origins_registrations_and_status(monkeypatch):
+    """Each plugin row has its distribution, version, origin and what it registered; disabled and failed plugins are marked, not dropped."""
+    import benchharness
+
+    monkeypatch.setenv("BENCHHARNESS_DISABLE_PLUGINS", "benchharness.plugins.distill")
+    faulty, broken = str(TEST_PLUGINS / "faulty.py"), str(TEST_PLUGINS / "broken.py")
+    result = invoke("list", "plugins", "--plugin", faulty, "--plugin", broken)
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]] for line in result.output.splitlines() if line.startswith("│")}
+    assert rows["benchharness.plugins.prune"] == ["benchharness", benchharness.__version__, "built-in", "technique: prune", "loaded"]
+    assert rows["benchharness.plugins.distill"][2:] == ["built-in", "", "disabled: blocked by BENCHHARNESS_DISABLE_PLUGINS"]
+    assert rows[faulty][:3] == ["", "", "--plugin"] and rows[faulty][3].startswith("technique: abort, bad-note")
+    assert rows[broken][2] == "--plugin" and rows[broken][4].startswith("failed: ")
+    assert rows["benchharness.plugins.report_sections"][3] == "hooks: register_report_sections"
+
+
+def test_plugins_check_passes_on_valid_plugins_and_fails_on_problems(tmp_path):
+    """`plugins check` exits 0 when every plugin is valid, 1 naming a skipped plugin or a name registered twice."""
+    assert invoke("plugins", "check").exit_code == 0
+    broken = invoke("plugins", "check", "--plugin", str(TEST_PLUGINS / "misspelt_hook.py"))
+    assert broken.exit_code == 1
+    assert "did you mean 'register_techniques'?" in broken.output and "1 problem(s)" in broken.output
+    twice = tmp_path / "twice.py"
+    twice.write_text(
+        "from benchharness import Technique, hookimpl\n\n"
+        "class Prune(Technique):\n    NAME = 'prune'\n\n"
+        "@hookimpl\ndef register_techniques(register):\n    register(Prune())\n"
+    )
+    duplicate = invoke("plugins", "check", "--plugin", str(twice))
+    assert duplicate.exit_code == 1
+    assert f"technique 'prune' from plugin '{twice}' ignored: plugin 'benchharness.plugins.prune' registered it first" in duplicate.output
 
 
 def test_list_all_kinds_and_plugin_sources():

@@ -441,13 +441,12 @@ def test_inline_plugin_with_a_taken_name_is_refused():
 @pytest.mark.parametrize(
     "attributes, problem",
     [
-        ({"NAME": "bad_kind", "KIND": "sideways"}, "KIND 'sideways' is neither 'transform' nor 'mode'"),
         ({"NAME": "bad_config", "Config": dict}, "its Config is not a pydantic model"),
         ({"NAME": ""}, "without a NAME"),
     ],
 )
 def test_invalid_technique_attributes_are_refused(attributes, problem):
-    """A technique's KIND, Config and NAME are checked when it is registered, not when a suite first uses it."""
+    """A technique's Config and NAME are checked when it is registered, not when a suite first uses it."""
     technique = type("Invalid", (Technique,), attributes)
 
     class Plugin:
@@ -482,8 +481,11 @@ def test_unknown_name_hint_names_blocked_plugins(monkeypatch):
     """A plugin kept out by BENCHHARNESS_DISABLE_PLUGINS is named in the hint, with the variable."""
     monkeypatch.setenv("BENCHHARNESS_DISABLE_PLUGINS", "benchharness.plugins.baseline")
     host = PluginHost(PluginOptions(entry_points=False))
-    assert "plugin 'benchharness.plugins.baseline' is blocked by BENCHHARNESS_DISABLE_PLUGINS" in host.techniques.suggest("baseline")
-    assert "blocked" not in bare_host().techniques.suggest("nothing_like_it")
+    hint = host.techniques.suggest("baseline")
+    assert hint.startswith("plugin 'benchharness.plugins.baseline' is disabled by BENCHHARNESS_DISABLE_PLUGINS; remove it from that variable"), hint
+    assert "disabled" not in bare_host().techniques.suggest("nothing_like_it")
+    other = host.techniques.suggest("quantise")
+    assert other.startswith("did you mean 'quantize'?") and "'benchharness.plugins.baseline' is disabled" in other
 
 
 # ------------------------------------------------- the command line with broken plugins

@@ -254,6 +254,13 @@ def render_failures(frame: pd.DataFrame) -> str:
     return html_table(bad, columns, "problems")
 
 
+def _plugin_text(plugin: dict[str, Any]) -> str:
+    """A plugin's name and version, and its status when it was not loaded (disabled, failed)."""
+    text = f"{plugin['name']} {plugin.get('version') or ''}".strip()
+    status = plugin.get("status", "loaded")
+    return text if status == "loaded" else f"{text} ({status})"
+
+
 def _facts(pairs: list[tuple[str, Any]]) -> str:
     return "<dl class='facts'>" + "".join(f"<dt>{_escape(key)}</dt><dd>{_escape(value)}</dd>" for key, value in pairs if not is_missing(value) and value != "") + "</dl>"
 
@@ -287,7 +294,7 @@ def render_environment(frame: pd.DataFrame, report: Report) -> str:
         ("environment variables set", ", ".join(f"{key}={value}" for key, value in set_env.items()) or "none of the threading/allocator variables"),
         ("data", f"{data_name or '?'}: " + (f"{int(train[0])} training, " if train else "") + (f"{int(test[0])} test images" if test else "split sizes not recorded")),
         ("executor", (info.get("executor") or {}).get("name")),
-        ("plugins", ", ".join(f"{plugin['name']} {plugin.get('version') or ''}".strip() for plugin in info.get("plugins") or [])),
+        ("plugins", ", ".join(_plugin_text(plugin) for plugin in info.get("plugins") or [])),
     ]
     return f"<details><summary>Hardware, software, threads, allocator, data and plugins of this run</summary>{_facts(pairs)}</details><p class='note'>{EXPECTED_RULE.format(link=docs_link('measurement.md', 'how-much-speedup-can-be-expected-at-all'))}</p>"
 
