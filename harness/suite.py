@@ -75,15 +75,15 @@ Name = Annotated[str, AfterValidator(_check_name)]
 
 
 class Section(BaseModel):
-    """Base of every suite section: unknown keys are errors."""
+    """Base of every suite section: unknown keys and values of the wrong type (``"2"`` for 2, ``1`` for true) are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ParametrisedSection(BaseModel):
     """A section whose keys other than its own fields are parameters for a plugin, validated in the second phase."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, strict=True)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -285,6 +285,26 @@ def _unknown_key_hint(key: str, known: list[str]) -> str | None:
     return f"did you mean {close[0]!r}?" if close else (f"valid keys: {', '.join(known)}" if known else None)
 
 
+def _choice_hint(item: dict[str, Any]) -> str | None:
+    """"did you mean 'x'?" for an invalid choice, naming the closest valid one."""
+    choices = re.findall(r"'((?:[^'\\]|\\.)*)'", str(item.get("ctx", {}).get("expected", "")))
+    close = difflib.get_close_matches(str(item.get("input")), choices, n=1, cutoff=0.3)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+STRICT_HINTS = {
+    "bool_type": "write true or false, without quotes",
+    "int_type": "write a whole number without quotes",
+    "float_type": "write a number without quotes",
+    "string_type": "put the value in quotes",
+}
+
+
+def _strict_hint(item: dict[str, Any]) -> str | None:
+    """How to write a value of the right type, when one of the wrong type was given (configs are strict: "2" is not 2)."""
+    return STRICT_HINTS.get(item["type"])
+
+
 def problems_from_validation(error: ValidationError, model: type[BaseModel], prefix: tuple[Any, ...] = ()) -> list[SuiteProblem]:
     """Turn a pydantic ValidationError into suite problems with key paths and hints."""
     problems: list[SuiteProblem] = []
@@ -298,7 +318,8 @@ def problems_from_validation(error: ValidationError, model: type[BaseModel], pre
             problems.append(SuiteProblem(path, "required key is missing", "add it"))
         else:
             message = item["msg"].replace("Value error, ", "")
-            problems.append(SuiteProblem(path, f"expected: {message[0].lower() + message[1:]}; found {_found(item.get('input'))}"))
+            hint = _choice_hint(item) if item["type"] == "literal_error" else _strict_hint(item)
+            problems.append(SuiteProblem(path, f"expected: {message[0].lower() + message[1:]}; found {_found(item.get('input'))}", hint))
     return problems
 
 
