@@ -16,7 +16,7 @@ from rich.table import Table
 from benchharness import __version__
 from benchharness.errors import HarnessError, SuiteError
 from benchharness.store import TORN_FILE, RecordNotWritten
-from benchharness.host import PluginHost, PluginOptions, describe_source
+from benchharness.host import PluginHost, PluginOptions, shadowing_directory
 
 EXIT_FAILED_CELLS = 1
 EXIT_BAD_INPUT = 2
@@ -45,6 +45,9 @@ def make_host(plugins: tuple[str, ...]) -> PluginHost:
     host = PluginHost(PluginOptions(extra=tuple(plugins)))
     for failure in host.failures:
         errors.print(f"[yellow]warning:[/] {escape(str(failure))}", highlight=False, soft_wrap=True)
+    shadowed = shadowing_directory()
+    if shadowed:
+        errors.print(f"[yellow]warning:[/] {escape(shadowed)}", highlight=False, soft_wrap=True)
     return host
 
 

@@ -281,6 +281,24 @@ def origin_of(source: str) -> tuple[str, str | None]:
     return "entry point", source
 
 
+def shadowing_directory(directory: Path | None = None) -> str | None:
+    """Why ``import benchharness`` from ``directory`` (default: the working directory) would not find this package, or None.
+
+    A directory named ``benchharness`` without an ``__init__.py`` there (a checkout of this project,
+    say) is found first by ``python`` and ``pytest`` run from it when benchharness is installed in
+    editable mode, and becomes an empty namespace package.
+    """
+    candidate = (directory or Path.cwd()) / "benchharness"
+    installed = Path(__file__).resolve().parent
+    if not candidate.is_dir() or (candidate / "__init__.py").exists() or candidate.resolve() == installed:
+        return None
+    return (
+        f"the directory {candidate} hides the installed benchharness package from `python` and `pytest` run in "
+        f"{candidate.parent} (`import benchharness` finds an empty namespace package there); rename that directory "
+        "or work from another one"
+    )
+
+
 def _plugin_file(spec: str) -> Path | None:
     """The resolved path of a ``--plugin`` spec that names a file, or None for a module name."""
     return Path(spec).resolve() if spec.endswith(".py") or os.sep in spec else None
@@ -580,8 +598,12 @@ class PluginHost:
         return infos
 
     def problems(self) -> list[str]:
-        """What ``benchharness plugins check`` reports: skipped plugins, names registered twice, and pluggy's own validation."""
+        """What ``benchharness plugins check`` reports: skipped plugins, names registered twice, pluggy's own validation,
+        and a directory here that hides the installed package (see :func:`shadowing_directory`)."""
         found = [str(failure) for failure in self.failures]
+        shadowed = shadowing_directory()
+        if shadowed:
+            found.append(shadowed)
         for attribute, *_ in REGISTRIES:
             found += getattr(self, attribute).ignored
         try:

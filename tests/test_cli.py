@@ -78,6 +78,19 @@ def test_plugins_check_passes_on_valid_plugins_and_fails_on_problems(tmp_path):
     assert f"technique 'prune' from plugin '{twice}' ignored: plugin 'benchharness.plugins.prune' registered it first" in duplicate.output
 
 
+def test_a_directory_hiding_the_package_is_named(tmp_path, monkeypatch):
+    """A `benchharness` directory without __init__.py in the working directory is named, with the fix, by every plugin command."""
+    (tmp_path / "benchharness").mkdir()
+    monkeypatch.chdir(tmp_path)
+    checked = invoke("plugins", "check")
+    assert checked.exit_code == 1
+    assert f"the directory {tmp_path / 'benchharness'} hides the installed benchharness package" in checked.output
+    assert "rename that directory" in checked.output
+    assert "hides the installed" in invoke("list", "techniques").output
+    (tmp_path / "benchharness" / "__init__.py").write_text("")
+    assert invoke("plugins", "check").exit_code == 0
+
+
 def test_list_all_kinds_and_plugin_sources():
     """`list` alone shows every kind; a --plugin file is listed with its source."""
     path = str(TEST_PLUGINS / "faulty.py")
