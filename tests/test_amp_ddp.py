@@ -62,8 +62,13 @@ def test_amp_bf16_trains_and_infers_under_autocast(host, run):
     seen = []
     model = cell_run.fresh_model("small_cnn")
     model[0].register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    context.model_trained = False
     wrapped = amp.apply(model, config, context)
     assert torch.bfloat16 in seen, "training did not run under bf16 autocast"
+    trained_samples = context.trainer.samples_seen
+    context.model_trained = True
+    amp.apply(cell_run.fresh_model("small_cnn"), config, context)
+    assert context.trainer.samples_seen == trained_samples, "amp trained a model handed to it trained"
     seen.clear()
     logits = wrapped(context.data.x_test[:4])
     assert seen == [torch.bfloat16] and logits.dtype == torch.float32
