@@ -32,6 +32,7 @@ class StrictConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    """pydantic's settings: unknown keys are errors, instances are frozen, values are validated strictly."""
 
 
 def rebuild_config(config_type: type[BaseModel], values: dict[str, Any]) -> BaseModel:
@@ -55,7 +56,7 @@ class Technique:
     Caching: when ``cacheable(config)`` is true, the result of ``apply`` is
     stored as ``cache_state(model, config)`` under a key made of everything
     before it (model, data, training budget, seed, earlier steps, library
-    versions and every plugin's code); the next run with the same key calls
+    versions, and the code of the model family, the data set and each step's technique); the next run with the same key calls
     ``restore`` instead of ``apply``.
     """
 

@@ -33,12 +33,19 @@ class TaskSpec:
     """
 
     task: Any
+    """The work: a picklable object whose ``run()`` returns the result dict."""
     log_path: Path
+    """Where the process that runs the task writes its output (stdout and stderr)."""
     name: str
+    """A readable name for progress and logs, e.g. ``cell mlp/baseline/cpu/r0``."""
     kind: str
+    """``describe``, ``build`` or ``timing``."""
     device: str
+    """The device the task needs (``cpu``, ``cuda``), to ask a scheduler for."""
     timeout_s: float
+    """Seconds the task may run (``run.cell_timeout_s``); past them it is killed and its result is a ``timeout``."""
     group: str | None = None
+    """The (model, device) group a timing task belongs to, whose rounds should all run on one machine; None for other tasks."""
 
     @property
     def group_key(self) -> str:
@@ -65,8 +72,11 @@ class Executor:
     """
 
     NAME: ClassVar[str]
+    """The name suites use in ``[run] executor`` and ``--executor``; its options go under ``[run.<NAME>]``."""
     DESCRIPTION: ClassVar[str] = ""
+    """One line shown by ``benchharness list executors``."""
     Config: ClassVar[type[StrictConfig]] = NoConfig
+    """The pydantic model of the ``[run.<NAME>]`` options (a :class:`StrictConfig`); validated when the suite is loaded."""
 
     def unavailable_reason(self, config: Any) -> str | None:
         """Why this executor cannot be used here (e.g. its library is missing, with the install command), or None."""

@@ -62,9 +62,13 @@ class Run:
     """A run directory's info and records."""
 
     path: Path
+    """The run directory: ``run.json``, ``results.jsonl``, logs, and files techniques wrote under ``context.workdir``."""
     info: dict[str, Any]
+    """``run.json``: the suite, the environment, the probes' facts, the plugins and the executor."""
     records: list[dict[str, Any]]
+    """The complete records of ``results.jsonl``, one per cell, as written."""
     skipped: list[SkippedLine] = field(default_factory=list)
+    """Lines of ``results.jsonl`` that are not usable records (torn or damaged), with why."""
 
     @cached_property
     def suite(self) -> dict[str, Any]:

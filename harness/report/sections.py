@@ -31,11 +31,17 @@ class Section:
     """
 
     title: str
+    """The heading shown above the section."""
     render: Callable[..., Any] | None
+    """``render(frame)`` or ``render(frame, report)``; None removes the section of this name (or marks one whose plugin failed)."""
     plugin: str = "unknown plugin"
+    """The plugin that registered it, named in error boxes."""
     error: str | None = None
+    """What the plugin's register hook raised, shown in place of the section; None normally."""
     name: str = ""
+    """The section's id in the page and the name another section replaces it by; the title as a slug when empty."""
     order: float = DEFAULT_ORDER
+    """Where it goes: sections render by ascending order (built-ins 100 to 910, default 500)."""
 
     def __post_init__(self) -> None:
         self.name = self.name or slug(self.title)
@@ -46,12 +52,19 @@ class Report:
     """What sections render from: the run, its frame with comparisons, the reference, one style per technique, the accuracy budget."""
 
     run: Run
+    """The run: ``run.path`` (its directory), ``run.info`` (``run.json``) and ``run.records``."""
     frame: pd.DataFrame
+    """The tidy frame with comparisons: a row per cell and latency entry (docs/reference.md, "The report frame")."""
     reference: str | None
+    """The label of the reference pipeline (the suite's first technique entry)."""
     techniques: list[str]
+    """The pipelines' labels in the suite's order (the reference first), then any others the records name."""
     styles: dict[str, dict[str, str]]
+    """One ``{"color", "symbol"}`` per technique label, so that every figure draws a technique alike."""
     max_accuracy_drop: float
+    """The accuracy budget in percentage points: how much top-1 accuracy an answer may lose against the reference."""
     figures: int = field(default=0)
+    """How many figure ids :meth:`next_figure_id` has handed out."""
 
     @property
     def suite(self) -> dict[str, Any]:
