@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from benchharness.api import Cell, rebuild_config
-from benchharness.host import PluginHost
+from benchharness.host import PluginHost, describe_error
 from benchharness.matrix import Group, expand, group_cells
 from benchharness.executor import Executor, TaskSpec
 from benchharness.record import CellRecord
@@ -111,9 +111,14 @@ class Runner:
         from benchharness.tasks import CellTask
 
         started_at, started = now_iso(), time.perf_counter()
-        reason = self._skip_reason(cell)
+        try:
+            reason = self._skip_reason(cell)
+        except Exception as error:  # a plugin's unsupported_reason or unavailable_reason that raises costs this cell only
+            message = f"deciding whether the cell can run raised {describe_error(error)}"
+            result: dict[str, Any] = {"status": "failed", "error_type": "exception", "error_message": message}
+            return CellRecord.from_build(cell.as_dict(), result, self._plugin_versions, started_at, time.perf_counter() - started)
         if reason:
-            result: dict[str, Any] = {"status": "skipped", "error_type": "unsupported", "error_message": reason}
+            result = {"status": "skipped", "error_type": "unsupported", "error_message": reason}
         else:
             task = CellTask(cell, self.suite, self.host.options, self.run_dir.path, self.cache_dir, self.run_dir.artifact_path(cell.id))
             result = self._run(task, self.run_dir.log_path(cell.id), f"cell {cell.id}", "build", cell.device)

@@ -576,10 +576,21 @@ def _check_technique(index: int, entry: TechniqueEntry, spec: SuiteSpec, host: "
         before = len(problems)
         configs[step] = _validate_params(technique.Config, params, (where, step), problems)
         if len(problems) == before:
-            problem = technique.check_suite(rebuild_config(technique.Config, configs[step]), spec)
+            problem = _suite_check(technique, rebuild_config(technique.Config, configs[step]), spec, host)
             if problem:
                 problems.append(SuiteProblem(f"{where}.{step}", problem))
     return configs
+
+
+def _suite_check(technique: Any, config: BaseModel, spec: SuiteSpec, host: "PluginHost") -> str | None:
+    """``technique.check_suite``'s problem; one that raises is a problem naming the technique's plugin and the error."""
+    from benchharness.host import describe_error
+
+    try:
+        return technique.check_suite(config, spec)
+    except Exception as error:
+        plugin = host.techniques.entries[technique.NAME].plugin
+        return f"technique {technique.NAME!r} (plugin {plugin!r}) raised in check_suite: {describe_error(error)}; this is a bug in the plugin"
 
 
 def _step_key_hint(key: str, steps: list[str]) -> str:

@@ -401,3 +401,25 @@ def test_quick_suite_is_the_default_and_learns_digits(tmp_path):
     assert f"results: {run_path / 'results.jsonl'}" in flat
     assert f"report:  {run_path / 'report.html'}" in flat
     assert (run_path / "report.html").stat().st_size > 1_000_000 and (run_path / "report.csv").is_file()
+
+
+def test_a_raising_check_suite_is_a_suite_problem_naming_the_plugin():
+    """A plugin's check_suite that raises fails validation with a problem naming the technique and the plugin, not a traceback."""
+    from benchharness.errors import SuiteError
+    from benchharness.host import PluginHost, PluginOptions
+    from benchharness.suite import load_suite_text
+
+    path = str(TEST_PLUGINS / "raising_checks.py")
+    host = PluginHost(PluginOptions(extra=(path,), entry_points=False))
+    text = 'models = ["mlp"]\n[data]\nname = "digits"\n[[techniques]]\nsteps = ["raising-suite-check"]\n'
+    with pytest.raises(SuiteError) as raised:
+        load_suite_text(text, "raising.toml", host)
+    assert f"technique 'raising-suite-check' (plugin {path!r}) raised in check_suite: KeyError: 'teacher'" in str(raised.value)
+
+
+@pytest.mark.slow
+def test_a_raising_unsupported_reason_fails_its_cell_only(run_cell):
+    """A plugin's unsupported_reason that raises fails that cell with the error; the run goes on and ends normally."""
+    record = run_cell("raising-device-check", plugins=(str(TEST_PLUGINS / "raising_checks.py"),))
+    assert record["status"] == "failed" and record["error_type"] == "exception"
+    assert record["error_message"].startswith("deciding whether the cell can run raised AttributeError: no attribute 'DEVICE_TYPE'")
