@@ -303,6 +303,29 @@ def plugins_check(plugins: tuple[str, ...]) -> None:
         sys.exit(EXIT_FAILED_CELLS)
 
 
+@cli.group(name="new")
+def new_group() -> None:
+    """Start a new project from a template."""
+
+
+@new_group.command(name="plugin")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None, help="The package directory to create; new or empty [default: ./benchharness-NAME].")
+def new_plugin(name: str, directory: Path | None) -> None:
+    """Write a plugin package for the technique NAME (e.g. binarize, weight_sharing), ready to install and test:
+    pyproject.toml with the entry point, a working technique to change, tests using the testing kit, and a README."""
+    from benchharness.scaffold import next_steps, write_plugin_package
+
+    try:
+        package = write_plugin_package(name, directory)
+    except HarnessError as error:
+        fail(error)
+    console.print(f"[green]created[/] {escape(str(package))}: the technique {name!r}, its tests and a README", highlight=False, soft_wrap=True)
+    console.print("next:", highlight=False)
+    for command in next_steps(package):
+        console.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
+
+
 @cli.command(name="system")
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON instead of a table.")
 def system_command(as_json: bool) -> None:
