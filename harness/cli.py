@@ -291,8 +291,9 @@ def plugins_check(plugins: tuple[str, ...]) -> None:
         warnings.simplefilter("ignore")
         host = PluginHost(PluginOptions(extra=tuple(plugins)))
     problems = host.problems()
-    loaded = [info for info in host.plugin_infos() if info.status == "loaded"]
-    disabled = [info.name for info in host.plugin_infos() if info.status == "disabled"]
+    infos = host.plugin_infos()
+    loaded = [info for info in infos if info.status == "loaded"]
+    disabled = [info.name for info in infos if info.status == "disabled"]
     for problem in problems:
         errors.print(f"[red]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     if disabled:

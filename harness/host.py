@@ -462,10 +462,15 @@ class PluginHost:
         """(plugin name, sentence) per plugin that was skipped (and why) or blocked; registries add these to their hints."""
         notes = [(failure.name, str(failure)) for failure in self.failures]
         if self.options.disabled is None:
-            blocked = [(name, f"plugin {name!r} is disabled by {DISABLE_ENV}; remove it from that variable to load it") for name in self.blocked]
+            blocked = [(name, f"plugin {name!r} is disabled by {self.blocked_by}; remove it from that variable to load it") for name in self.blocked]
         else:
-            blocked = [(name, f"plugin {name!r} is blocked by PluginOptions.disabled") for name in self.blocked]
+            blocked = [(name, f"plugin {name!r} is blocked by {self.blocked_by}") for name in self.blocked]
         return notes + blocked
+
+    @property
+    def blocked_by(self) -> str:
+        """What keeps the :attr:`blocked` plugins out: the environment variable, or ``PluginOptions.disabled``."""
+        return DISABLE_ENV if self.options.disabled is None else "PluginOptions.disabled"
 
     def _entry_points(self) -> list[metadata.EntryPoint]:
         """The installed entry points of the group; a distribution whose entry points cannot be read is a failure."""
@@ -587,11 +592,10 @@ class PluginHost:
             hooks = sorted(caller.name for caller in self.pm.get_hookcallers(self.pm.get_plugin(name)) or [] if caller.name not in registry_hooks)
             items = {**registered.get(name, {}), **({"hooks": hooks} if hooks else {})}
             infos.append(PluginInfo(name, distribution, self.versions.get(name), origin, "loaded", items))
-        blocker = DISABLE_ENV if self.options.disabled is None else "PluginOptions.disabled"
         for name in self.blocked:
             source, version = self.blocked_sources[name]
             origin, distribution = origin_of(source)
-            infos.append(PluginInfo(name, distribution, version, origin, "disabled", problem=f"blocked by {blocker}"))
+            infos.append(PluginInfo(name, distribution, version, origin, "disabled", problem=f"blocked by {self.blocked_by}"))
         for failure in self.failures:
             origin, distribution = origin_of(failure.source)
             infos.append(PluginInfo(failure.name, distribution, failure.version, origin, "failed", problem=failure.error))

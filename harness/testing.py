@@ -10,10 +10,7 @@ See docs/testing-plugins.md.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import re
 import signal
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -64,7 +61,6 @@ KIT_MEASURE = {
 }
 """The kit's timing settings: two short interleaved rounds at batch size 1, one thread."""
 KIT_RUN = {"cell_timeout_s": 600.0}
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def plugin_options(plugins: Sequence[str | os.PathLike] = (), entry_points: bool | None = None) -> "PluginOptions":
@@ -150,52 +146,27 @@ def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, An
 
 
 def toml_text(document: Mapping[str, Any]) -> str:
-    """``document`` as TOML: top-level values, then a ``[table]`` per mapping and ``[[tables]]`` per list of mappings."""
-    lines, tables, arrays = [], [], []
-    for key, value in document.items():
-        if value is None:
-            continue
-        if isinstance(value, Mapping):
-            tables.append((key, value))
-        elif isinstance(value, (list, tuple)) and value and all(isinstance(item, Mapping) for item in value):
-            arrays.append((key, value))
-        else:
-            lines.append(f"{_toml_key(key)} = {toml_value(value)}")
-    for key, table in tables:
-        lines += ["", f"[{_toml_key(key)}]", *_toml_pairs(table)]
-    for key, items in arrays:
-        for item in items:
-            lines += ["", f"[[{_toml_key(key)}]]", *_toml_pairs(item)]
-    return "\n".join(lines) + "\n"
+    """``document`` as TOML (written by tomli-w): None values are left out, paths written as strings."""
+    import tomli_w
 
-
-def _toml_pairs(table: Mapping[str, Any]) -> list[str]:
-    return [f"{_toml_key(key)} = {toml_value(value)}" for key, value in table.items() if value is not None]
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_string(key)
-
-
-def _toml_string(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+    try:
+        return tomli_w.dumps(_toml_ready(document))
+    except TypeError as error:
+        raise TypeError(f"{error}: it cannot be written to a suite; use booleans, numbers, strings, lists and dicts") from None
 
 
 def toml_value(value: Any) -> str:
-    """One Python value (bool, number, string, path, list, mapping) as a TOML value; None is not representable."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return ("nan" if math.isnan(value) else "inf" if value > 0 else "-inf") if not math.isfinite(value) else repr(value)
-    if isinstance(value, (str, PurePath)):
-        return _toml_string(str(value))
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    """One Python value (bool, number, string, path, list) as a TOML value; None is not representable."""
+    return toml_text({"value": value}).removeprefix("value = ").strip()
+
+
+def _toml_ready(value: Any) -> Any:
+    """``value`` with None left out of mappings and paths made strings, recursively."""
     if isinstance(value, Mapping):
-        return "{ " + ", ".join(_toml_pairs(value)) + " }" if value else "{}"
-    raise TypeError(f"{value!r} ({type(value).__name__}) cannot be written to a suite; use booleans, numbers, strings, lists and dicts")
+        return {key: _toml_ready(item) for key, item in value.items() if item is not None}
+    if isinstance(value, (list, tuple)):
+        return [_toml_ready(item) for item in value]
+    return str(value) if isinstance(value, PurePath) else value
 
 
 def fresh_directory(root: Path, prefix: str) -> Path:
