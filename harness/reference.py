@@ -340,7 +340,9 @@ def undocumented(cls: type) -> list[str]:
 
 def hook_names() -> list[str]:
     """Every hook of :mod:`benchharness.hookspecs`, in the order they are defined."""
-    return [name for name, value in vars(hookspecs).items() if callable(value) and hasattr(value, "benchharness_spec")]
+    from benchharness.host import HOOK_ARGUMENTS
+
+    return list(HOOK_ARGUMENTS)
 
 
 def hook_signature(name: str) -> str:

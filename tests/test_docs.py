@@ -20,7 +20,7 @@ from benchharness.host import PluginHost, PluginOptions
 from benchharness.report import frame as report_frame
 from tests.conftest import ROOT
 
-HOOKS = [name for name, value in vars(hookspecs).items() if callable(value) and hasattr(value, "benchharness_spec")]
+HOOKS = reference.hook_names()
 SECTIONS = [suite_module.SuiteSpec, suite_module.DataSection, suite_module.TechniqueEntry, suite_module.TrainBudget, suite_module.MeasureSettings, suite_module.RunSettings, suite_module.ReportSettings, suite_module.MatchRule]
 REFERENCE = ROOT / "docs" / "reference.md"
 GUIDE = ROOT / "docs" / "plugins.md"
