@@ -121,14 +121,26 @@ class ModelFamily:
     """The name suites use in ``models`` (``NAME`` or ``NAME:variant``)."""
     DESCRIPTION: ClassVar[str] = ""
     """One line shown by ``benchharness list models``."""
+    Config: ClassVar[type[StrictConfig]] = NoConfig
+    """The pydantic model of the family's options (e.g. ``dropout``), given in a suite's ``[named_models.<name>]`` table."""
 
     def variants(self) -> list[str] | None:
         """Names accepted after ``NAME:``, or None when the family takes no variant."""
         return None
 
-    def build(self, num_classes: int, input_shape: tuple[int, ...], variant: str | None = None) -> "nn.Module":
-        """Return a freshly initialised model for inputs of ``input_shape`` (without the batch dimension)."""
+    def build(self, num_classes: int, input_shape: tuple[int, ...], variant: str | None = None, config: StrictConfig | None = None) -> "nn.Module":
+        """Return a freshly initialised model for inputs of ``input_shape`` (without the batch dimension).
+
+        ``config`` is an instance of ``Config`` when the suite names the model with options, else None
+        (build the defaults); a family without a ``Config`` may leave the parameter out.
+        """
         raise NotImplementedError
+
+    def build_with(self, num_classes: int, input_shape: tuple[int, ...], variant: str | None, options: dict[str, Any]) -> "nn.Module":
+        """:meth:`build` with ``options`` (validated JSON values of ``Config``): passed as ``config`` only when there are any."""
+        if not options:
+            return self.build(num_classes, input_shape, variant)
+        return self.build(num_classes, input_shape, variant, config=rebuild_config(self.Config, options))
 
 
 @dataclass
@@ -249,7 +261,7 @@ class Cell:
     """One (model, technique pipeline, device, repeat) of a suite's matrix."""
 
     id: str
-    """``model/technique/device/rREPEAT``: unique in a run."""
+    """``model/technique/device/rREPEAT`` (``model/recipe/technique/device/rREPEAT`` with recipes): unique in a run."""
     model: str
     """The model's name as the suite gives it."""
     technique: str
@@ -262,6 +274,8 @@ class Cell:
     """Which repeat of the suite this is, from 0."""
     seed: int
     """The seed of models and training: the suite's ``seed`` plus ``repeat``."""
+    recipe: str | None = None
+    """The training recipe's name (a ``[[recipes]]`` entry), or None in a suite without recipes."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready form of the cell."""
@@ -273,6 +287,7 @@ class Cell:
             "device": self.device,
             "repeat": self.repeat,
             "seed": self.seed,
+            "recipe": self.recipe,
         }
 
 
@@ -318,6 +333,6 @@ class CellContext:
 
     def calibration_batches(self, count: int, batch_size: int | None = None) -> list["torch.Tensor"]:
         """The first ``count`` training batches (inputs only), e.g. to calibrate quantization."""
-        size = batch_size or self.suite.spec.train.batch_size
+        size = batch_size or self.trainer.budget.batch_size
         inputs = self.data.x_train
         return [inputs[start : start + size] for start in range(0, min(count * size, inputs.shape[0]), size)]

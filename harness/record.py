@@ -38,6 +38,7 @@ class CellRecord:
     steps: list[dict[str, Any]] | None = None
     cache_hits: list[str] | None = None
     notes: dict[str, Any] | None = None
+    curves: list[dict[str, Any]] | None = None
     threads: int | None = None
     torch_device: str | None = None
     latency: list[dict[str, Any]] | None = None

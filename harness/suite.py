@@ -109,18 +109,48 @@ class TechniqueEntry(ParametrisedSection):
         return self.name or "+".join(self.steps)
 
 
+SCHEDULE_GAMMA = {"step": 0.1, "exponential": 0.8, "plateau": 0.1}
+
+
 class TrainBudget(Section):
-    """``[train]``: the training budget shared by every technique that trains."""
+    """``[train]``: the training budget shared by every technique that trains (a ``[[recipes]]`` entry overrides any of it)."""
 
     epochs: int = Field(10, ge=0, le=100_000, description="Passes over the training split.")
     batch_size: int = Field(128, ge=1, le=1_000_000, description="Samples per optimizer step.")
-    optimizer: Literal["sgd", "adam", "adamw"] = Field("sgd", description="Optimizer.")
-    lr: float = Field(0.05, gt=0, le=100, description="Peak learning rate.")
+    optimizer: Literal["sgd", "adam", "adamw", "adagrad", "rmsprop"] = Field("sgd", description="Optimizer: sgd (with momentum), adam, adamw, adagrad or rmsprop.")
+    lr: float = Field(0.05, gt=0, le=100, description="Learning rate (the peak of onecycle, the start of the others).")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov when > 0).")
     weight_decay: float = Field(5e-4, ge=0, le=1, description="L2 weight decay.")
-    schedule: Literal["constant", "cosine", "onecycle"] = Field("onecycle", description="Learning-rate schedule, stepped every batch.")
+    schedule: Literal["constant", "step", "exponential", "linear", "cosine", "onecycle", "plateau"] = Field(
+        "onecycle",
+        description="Learning-rate schedule: onecycle, cosine and linear (to lr_end_factor) change it every batch; "
+        "step (by lr_gamma every lr_step_epochs), exponential (by lr_gamma every epoch) and plateau (by lr_gamma when the "
+        "training loss has not improved for plateau_patience epochs) every epoch.",
+    )
+    lr_gamma: float | None = Field(None, gt=0, lt=1, description="Factor of step, exponential and plateau decay; default 0.1 (step, plateau) or 0.8 (exponential).")
+    lr_step_epochs: int = Field(3, ge=1, le=100_000, description="step: epochs between two decays.")
+    lr_end_factor: float = Field(0.0, ge=0, le=1, description="linear: the final learning rate as a share of lr.")
+    plateau_patience: int = Field(2, ge=0, le=100_000, description="plateau: epochs without improvement of the training loss before the rate is cut.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the cross-entropy loss.")
+    augment: bool = Field(False, description="Random crop (4-pixel zero padding) and horizontal flip of every training image of at least 16x16 pixels; nothing for smaller inputs such as digits (the record says so).")
+    learning_curve: bool = Field(True, description="Measure test accuracy after every epoch for the report's learning curves (one pass over the test split per epoch).")
     channels_last: bool = Field(False, description="Keep image batches and convolution weights in channels-last layout (faster on recent GPUs).")
+
+    def schedule_gamma(self) -> float:
+        """The decay factor of step, exponential and plateau schedules: ``lr_gamma`` or the schedule's default."""
+        return self.lr_gamma if self.lr_gamma is not None else SCHEDULE_GAMMA.get(self.schedule, 0.1)
+
+
+class RecipeEntry(ParametrisedSection):
+    """One ``[[recipes]]`` entry: a named set of overrides of ``[train]`` (optimizer, schedule, label smoothing, augmentation, ...)."""
+
+    name: Name = Field(description=f"Label of the recipe in cell ids and reports ({NAME_RULE}).")
+
+
+class NamedModel(ParametrisedSection):
+    """One ``[named_models.<name>]`` table: a registered model with options (e.g. ``dropout``), named for the suite's ``models``."""
+
+    model: str = Field(description="The registered model it is built from, e.g. 'small_cnn' or 'torchvision:resnet50'.")
 
 
 class MeasureSettings(Section):
@@ -151,7 +181,11 @@ class MeasureSettings(Section):
     max_round_sd: float = Field(
         0.10, gt=0, le=10, description="A cell whose per-round speedups have a geometric standard deviation above this share is flagged noisy."
     )
-    threads: int | None = Field(None, ge=1, le=4096, description="torch intra-op threads; default: the physical cores among `cpus`.")
+    threads: Annotated[int, Field(ge=1, le=4096)] | list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
+        None,
+        description="torch intra-op threads; default: the physical cores among `cpus`. A list (e.g. [1, 2]) times latency at each "
+        "count (the report shows the multi-thread speedup); cells are built and trained with the largest.",
+    )
     cpus: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1, description="CPUs timing runs on (affinity); default: all this process may use.")
     eval_batch_size: int = Field(512, ge=1, description="Batch size used to compute accuracy.")
 
@@ -162,11 +196,19 @@ class MeasureSettings(Section):
         """
         import psutil
 
+        if isinstance(self.threads, list):
+            return max(self.threads)
         if self.threads:
             return self.threads
         physical = psutil.cpu_count(logical=False) or 1
         allowed = len(self.cpus) if self.cpus else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else physical
         return max(1, min(physical, allowed))
+
+    def thread_counts(self) -> list[int]:
+        """The thread counts latency is timed at: ``threads`` as a list (in its order), or just :meth:`thread_count`."""
+        if isinstance(self.threads, list):
+            return list(dict.fromkeys(self.threads))
+        return [self.thread_count()]
 
     @model_validator(mode="after")
     def _iterations_in_order(self) -> "MeasureSettings":
@@ -199,12 +241,13 @@ class MatchRule(Section):
     model: str | None = None
     technique: str | None = None
     device: str | None = None
+    recipe: str | None = None
 
-    def matches(self, model: str, technique: str, device: str) -> bool:
-        """Whether every given pattern matches the cell."""
+    def matches(self, model: str, technique: str, device: str, recipe: str | None = None) -> bool:
+        """Whether every given pattern matches the cell (a recipe pattern never matches a suite without recipes)."""
         from fnmatch import fnmatchcase
 
-        pairs = ((self.model, model), (self.technique, technique), (self.device, device))
+        pairs = ((self.model, model), (self.technique, technique), (self.device, device), (self.recipe, recipe or ""))
         return all(pattern is None or fnmatchcase(value, pattern) for pattern, value in pairs)
 
 
@@ -220,6 +263,10 @@ class SuiteSpec(Section):
     data: DataSection
     techniques: list[TechniqueEntry] = Field(default_factory=lambda: [TechniqueEntry(steps=["baseline"])], min_length=1)
     train: TrainBudget = Field(default_factory=TrainBudget)
+    recipes: list[RecipeEntry] = Field(
+        default_factory=list, description="Training recipes crossed with models, techniques and devices; the first is the reference recipe."
+    )
+    named_models: dict[str, NamedModel] = Field(default_factory=dict, description="Models with options, named for use in `models`.")
     measure: MeasureSettings = Field(default_factory=MeasureSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
@@ -241,6 +288,20 @@ class Suite(BaseModel):
     step_configs: list[dict[str, dict[str, Any]]] = Field(description="Per technique entry, per step, the validated config.")
     data_config: dict[str, Any]
     executor_config: dict[str, Any] = Field(default_factory=dict, description="The chosen executor's validated options.")
+    recipe_budgets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per recipe, its whole validated training budget.")
+    model_options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per named model, its family's validated options.")
+
+    def budget(self, recipe: str | None = None) -> TrainBudget:
+        """The training budget of cells of ``recipe``: ``[train]`` with the recipe's overrides (``[train]`` itself for None)."""
+        if recipe is None:
+            return self.spec.train
+        return rebuild_config(TrainBudget, self.recipe_budgets[recipe])
+
+    def model_source(self, name: str) -> tuple[str, str | None, dict[str, Any]]:
+        """The registered family, variant and options a model name of the suite stands for (a named model's, or the name's own)."""
+        named = self.spec.named_models.get(name)
+        family, variant = split_model_name(named.model if named else name)
+        return family, variant, dict(self.model_options.get(name, {}))
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -474,6 +535,8 @@ def load_suite_text(text: str, source: str, host: "PluginHost", default_name: st
     data_config = _check_data(spec, host, problems)
     step_configs = [_check_technique(index, entry, spec, host, problems) for index, entry in enumerate(spec.techniques)]
     executor_config = _check_executor(spec, host, problems)
+    recipe_budgets = _check_recipes(spec, problems)
+    model_options = _check_named_models(spec, host, problems)
     _check_models(spec, host, problems)
     _check_devices(spec, host, problems)
     _check_unique(spec, problems)
@@ -489,6 +552,8 @@ def load_suite_text(text: str, source: str, host: "PluginHost", default_name: st
         step_configs=step_configs,
         data_config=data_config,
         executor_config=executor_config,
+        recipe_budgets=recipe_budgets,
+        model_options=model_options,
     )
     if not problems:
         from benchharness.matrix import expand
@@ -604,22 +669,66 @@ def split_model_name(name: str) -> tuple[str, str | None]:
     return family, variant or None
 
 
+def _family_problem(name: str, host: "PluginHost", problems: list[SuiteProblem]) -> SuiteProblem | None:
+    """Why ``name`` (``family`` or ``family:variant``) is not a registered model, or None."""
+    family_name, variant = split_model_name(name)
+    if family_name not in host.models:
+        return SuiteProblem("", f"unknown model {name!r}", _hint(problems, lambda: host.models.suggest(family_name)))
+    variants = host.models[family_name].variants()
+    if variants is None and variant is not None:
+        return SuiteProblem("", f"model {family_name!r} takes no variant; found {name!r}", f"write {family_name!r}")
+    if variants is not None and variant is None:
+        return SuiteProblem("", f"model family {family_name!r} needs a variant", f"write e.g. '{family_name}:{variants[0]}'")
+    if variants is not None and variant not in variants:
+        close = _hint(problems, lambda: difflib.get_close_matches(variant, variants, n=1, cutoff=0.5))
+        hint = f"did you mean '{family_name}:{close[0]}'?" if close else "see `benchharness list models`"
+        return SuiteProblem("", f"unknown {family_name} model {variant!r}", hint)
+    return None
+
+
 def _check_models(spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProblem]) -> None:
     for index, name in enumerate(spec.models):
-        where = f"models[{index}]"
-        family_name, variant = split_model_name(name)
-        if family_name not in host.models:
-            problems.append(SuiteProblem(where, f"unknown model {name!r}", _hint(problems, lambda: host.models.suggest(family_name))))
+        if name in spec.named_models:
             continue
-        variants = host.models[family_name].variants()
-        if variants is None and variant is not None:
-            problems.append(SuiteProblem(where, f"model {family_name!r} takes no variant; found {name!r}", f"write {family_name!r}"))
-        elif variants is not None and variant is None:
-            problems.append(SuiteProblem(where, f"model family {family_name!r} needs a variant", f"write e.g. '{family_name}:{variants[0]}'"))
-        elif variants is not None and variant not in variants:
-            close = _hint(problems, lambda: difflib.get_close_matches(variant, variants, n=1, cutoff=0.5))
-            hint = f"did you mean '{family_name}:{close[0]}'?" if close else "see `benchharness list models`"
-            problems.append(SuiteProblem(where, f"unknown {family_name} model {variant!r}", hint))
+        problem = _family_problem(name, host, problems)
+        if problem:
+            hint = problem.hint
+            if problem.message.startswith("unknown model") and spec.named_models:
+                hint = "; ".join(part for part in (hint, f"named models: {', '.join(spec.named_models)}") if part)
+            problems.append(SuiteProblem(f"models[{index}]", problem.message, hint))
+
+
+def _check_named_models(spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProblem]) -> dict[str, dict[str, Any]]:
+    """Each named model's options, validated by its family's ``Config``."""
+    options: dict[str, dict[str, Any]] = {}
+    for name, entry in spec.named_models.items():
+        where = f"named_models.{name}"
+        name_issue = name_problem(name)
+        if name_issue:
+            problems.append(SuiteProblem(where, f"the name {name!r} is not valid: {name_issue}", "rename the table"))
+            continue
+        if split_model_name(name)[0] in host.models:
+            problems.append(SuiteProblem(where, f"{name!r} is the name of a registered model", f"give the named model another name, e.g. '{name}-options'"))
+            continue
+        problem = _family_problem(entry.model, host, problems)
+        if problem:
+            problems.append(SuiteProblem(f"{where}.model", problem.message, problem.hint))
+            continue
+        family = host.models[split_model_name(entry.model)[0]]
+        options[name] = _validate_params(family.Config, entry.params, ("named_models", name), problems)
+    return options
+
+
+def _check_recipes(spec: SuiteSpec, problems: list[SuiteProblem]) -> dict[str, dict[str, Any]]:
+    """Each recipe's whole training budget: ``[train]`` with the recipe's keys validated like ``[train]``'s."""
+    budgets: dict[str, dict[str, Any]] = {}
+    base = spec.train.model_dump()
+    for index, entry in enumerate(spec.recipes):
+        try:
+            budgets[entry.name] = TrainBudget.model_validate({**base, **entry.params}).model_dump(mode="json")
+        except ValidationError as error:
+            problems.extend(problems_from_validation(error, TrainBudget, ("recipes", index)))
+    return budgets
 
 
 def _check_devices(spec: SuiteSpec, host: "PluginHost", problems: list[SuiteProblem]) -> None:
@@ -637,14 +746,15 @@ def _check_seed(spec: SuiteSpec, problems: list[SuiteProblem]) -> None:
         problems.append(SuiteProblem("seed", f"the last repeat would use seed {last} (seed + repeats - 1), above the largest seed {MAX_SEED}", "lower seed or repeats"))
 
 
-_MATRIX_NOUNS = (("model", "models"), ("pipeline", "pipelines"), ("device", "devices"), ("repeat", "repeats"))
+_MATRIX_NOUNS = (("model", "models"), ("pipeline", "pipelines"), ("device", "devices"), ("repeat", "repeats"), ("recipe", "recipes"))
 
 
 def _check_matrix_size(spec: SuiteSpec, problems: list[SuiteProblem]) -> None:
-    counts = (len(spec.models), len(spec.techniques), len(spec.devices), spec.repeats)
-    cells = counts[0] * counts[1] * counts[2] * counts[3]
+    counts = (len(spec.models), len(spec.techniques), len(spec.devices), spec.repeats, max(1, len(spec.recipes)))
+    cells = counts[0] * counts[1] * counts[2] * counts[3] * counts[4]
     if cells > MAX_CELLS:
-        parts = " x ".join(f"{count} {noun if count == 1 else plural}" for count, (noun, plural) in zip(counts, _MATRIX_NOUNS))
+        named = list(zip(counts, _MATRIX_NOUNS))[: 5 if spec.recipes else 4]
+        parts = " x ".join(f"{count} {noun if count == 1 else plural}" for count, (noun, plural) in named)
         problems.append(SuiteProblem("", f"the matrix would have {cells:,} cells ({parts}), more than {MAX_CELLS:,}", "split the suite or lower repeats"))
 
 
@@ -657,10 +767,11 @@ def _check_cpus(spec: SuiteSpec, problems: list[SuiteProblem]) -> None:
 
 
 def _check_unique(spec: SuiteSpec, problems: list[SuiteProblem]) -> None:
-    for key, values in (("models", spec.models), ("devices", spec.devices), ("techniques", [t.label for t in spec.techniques])):
+    labelled = (("models", spec.models), ("devices", spec.devices), ("techniques", [t.label for t in spec.techniques]), ("recipes", [r.name for r in spec.recipes]))
+    for key, values in labelled:
         seen: set[str] = set()
         for index, value in enumerate(values):
             if value in seen:
-                hint = "give each pipeline a distinct 'name'" if key == "techniques" else "remove the duplicate"
+                hint = {"techniques": "give each pipeline a distinct 'name'", "recipes": "give each recipe a distinct 'name'"}.get(key, "remove the duplicate")
                 problems.append(SuiteProblem(f"{key}[{index}]", f"duplicate {key[:-1]} {value!r}: cell names would collide", hint))
             seen.add(value)

@@ -237,7 +237,14 @@ def node_facts(probe: Probe | None = None) -> dict[str, Any]:
 
 
 def measure_model(
-    model: torch.nn.Module, data: Data, suite: Suite, probe: Probe, device: torch.device, reference_params: int, reference_flops: dict[str, float]
+    model: torch.nn.Module,
+    data: Data,
+    suite: Suite,
+    probe: Probe,
+    device: torch.device,
+    reference_params: int,
+    reference_flops: dict[str, float],
+    channels_last: bool = False,
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """Accuracy (and which test images were right), size, parameters, FLOPs, representation and inference memory; and the inputs latency is timed on.
 
@@ -246,7 +253,6 @@ def measure_model(
     """
     check_finite_weights(model)
     settings = suite.spec.measure
-    channels_last = suite.spec.train.channels_last
     inputs = to_memory_format(data.x_test.to(device), channels_last)
     representation = inspect_representation(model, reference_params, reference_flops, inputs[:1])
     if channels_last and not representation["quantized_modules"]:
@@ -291,7 +297,8 @@ class CellRun:
         self.device = torch.device(self.probe.DEVICE)
         self.cache = ArtifactCache(task.cache_dir) if task.cache_dir else None
         self.cache_hits: list[str] = []
-        self.trainer = Trainer(self.suite.spec.train, self.device, self.cell.seed, self.probe.synchronize)
+        self.budget = self.suite.budget(self.cell.recipe)
+        self.trainer = Trainer(self.budget, self.device, self.cell.seed, self.probe.synchronize)
         self.data: Data | None = None
         self.notes: dict[str, Any] = {}
 
@@ -303,11 +310,14 @@ class CellRun:
         set's code fingerprints are part of it: a fixed model definition or loader must not reuse old weights.
         """
         suite = self.suite
-        family, _ = split_model_name(model_name)
+        family, variant, options = suite.model_source(model_name)
+        root: dict[str, Any] = {"model": model_name}
+        if model_name in suite.spec.named_models:
+            root["named_model"] = {"family": family, "variant": variant, "options": options}
         return {
-            "model": model_name,
+            **root,
             "data": {"name": suite.spec.data.name, **suite.data_config},
-            "train": suite.spec.train.model_dump(mode="json"),
+            "train": self.budget.model_dump(mode="json"),
             "seed": self.cell.seed,
             "versions": library_versions(),
             "code": {
@@ -319,8 +329,8 @@ class CellRun:
     def fresh_model(self, name: str) -> torch.nn.Module:
         """A newly initialised model, seeded like the cell."""
         _seed_everything(self.cell.seed)
-        family, variant = split_model_name(name)
-        return self.host.models[family].build(self.data.num_classes, self.data.input_shape, variant).to(self.device)
+        family, variant, options = self.suite.model_source(name)
+        return self.host.models[family].build_with(self.data.num_classes, self.data.input_shape, variant, options).to(self.device)
 
     def apply_step(self, model, technique: Technique, config, context, lineage: list[dict[str, Any]], label: str):
         """Apply one step, or restore its cached result; returns the model and the step's lineage.
@@ -335,13 +345,16 @@ class CellRun:
         key = cache_key(lineage) if use_cache else None
         entry = self.cache.load(key, {"state": dict, "notes": dict}) if use_cache else None
         restored = self.restore_step(model, technique, config, context, key, entry) if entry is not None else None
+        self.trainer.label = technique.NAME
         if restored is not None:
             model = restored
             context.notes.update(entry["notes"])
             _convert_notes(context.notes)
+            for curve in entry.get("curves", []):
+                self.trainer.add_curve(curve["label"], curve["epochs"], {**curve.get("notes", {}), "cached": True})
             self.cache_hits.append(label)
         else:
-            notes_before, samples_before = dict(context.notes), self.trainer.samples_seen
+            notes_before, samples_before, curves_before = dict(context.notes), self.trainer.samples_seen, len(self.trainer.curves)
             model = require_module(technique.apply(model, config, context), technique, "apply")
             if self.trainer.samples_seen > samples_before:
                 context.notes["trained_on"] = self.probe.DEVICE
@@ -349,7 +362,8 @@ class CellRun:
             if use_cache:
                 notes = {name: value for name, value in context.notes.items() if notes_before.get(name, object()) != value}
                 description = f"{step_name} of {lineage[0]['model']} on {lineage[0]['data']['name']}"
-                self.cache.save(key, {"state": technique.cache_state(model, config), "notes": notes}, description)
+                curves = self.trainer.curves[curves_before:]
+                self.cache.save(key, {"state": technique.cache_state(model, config), "notes": notes, "curves": curves}, description)
         return model, lineage
 
     def restore_step(self, model, technique: Technique, config, context, key: str, entry: dict[str, Any]) -> torch.nn.Module | None:
@@ -420,7 +434,7 @@ class CellRun:
         for index, ((technique, step), config) in enumerate(zip(steps, configs)):
             context.model_trained = index > 0
             model, lineage = self.apply_step(model, technique, config, context, lineage, step.technique)
-            metrics, inputs = measure_model(model, self.data, suite, probe, self.device, reference_params, reference_flops)
+            metrics, inputs = measure_model(model, self.data, suite, probe, self.device, reference_params, reference_flops, self.budget.channels_last)
             if metrics["quantized_modules"] and step_records:
                 metrics["flops"] = step_records[-1]["metrics"]["flops"]
                 metrics["flops_note"] = "FLOPs of the float model before quantization; int8 kernels are not counted by torch.utils.flop_counter"
@@ -432,6 +446,7 @@ class CellRun:
             "steps": step_records,
             "cache_hits": self.cache_hits,
             "notes": json_safe_notes(self.notes),
+            "curves": json_safe_notes({"curves": self.trainer.curves})["curves"],
             "threads": torch.get_num_threads(),
             "torch_device": str(self.device),
             "node": node_facts(self.probe),

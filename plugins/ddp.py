@@ -123,9 +123,11 @@ class Ddp(Technique):
         import torch
         from torch.distributed.run import get_args_parser, run
 
+        from benchharness.artifact import save_model
+
         workdir = Path(context.workdir or ".") / "ddp" / context.cell.id.replace("/", "__").replace(":", "-")
         workdir.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), workdir / "initial.pt")
+        save_model(model, context.data.x_train[:1], workdir / "initial.pt")
         threads = threads_per_process(context.suite.spec.measure.thread_count(), config.world_size)
         launches = [(config.world_size, config.nnodes)]
         if config.compare_single_process and config.nnodes == 1 and config.world_size > 1:
@@ -139,6 +141,7 @@ class Ddp(Technique):
                 "plugins": list(context.plugin_options.extra),
                 "entry_points": context.plugin_options.entry_points,
                 "cell": context.cell.as_dict(),
+                "budget": context.trainer.budget.model_dump(mode="json"),
                 "backend": self._backend(config, context.torch_device.type),
                 "device_type": context.torch_device.type,
                 "threads": threads,
@@ -155,6 +158,9 @@ class Ddp(Technique):
         final = results[(config.world_size, config.nnodes)]
         model.load_state_dict(torch.load(workdir / f"trained-{config.world_size}x{config.nnodes}.pt", weights_only=True, map_location=context.torch_device))
         context.trainer.add_training(sum(result["wall_s"] for result in results.values()), sum(result["samples"] for result in results.values()))
+        for (nproc, nnodes), result in results.items():
+            label = "ddp" if (nproc, nnodes) == (config.world_size, config.nnodes) else "ddp single process"
+            context.trainer.add_curve(label, result.get("curve", []))
         notes = {
             "ddp_backend": final["backend"],
             "ddp_world_size": final["world_size"],
@@ -184,9 +190,10 @@ def train_rank(spec: dict) -> None:
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DistributedSampler
 
-    from benchharness.host import PluginHost, PluginOptions
     from benchharness.api import rebuild_config
-    from benchharness.suite import load_suite_text, split_model_name
+    from benchharness.artifact import load_model
+    from benchharness.host import PluginHost, PluginOptions
+    from benchharness.suite import TrainBudget, load_suite_text
     from benchharness.train import Trainer
 
     dist.init_process_group(spec["backend"])
@@ -204,14 +211,12 @@ def train_rank(spec: dict) -> None:
         synchronize = lambda: None  # noqa: E731
     dataset = host.datasets[suite.spec.data.name]
     data = dataset.load(rebuild_config(dataset.Config, suite.data_config)).to(device)
-    family, variant = split_model_name(spec["cell"]["model"])
-    model = host.models[family].build(data.num_classes, data.input_shape, variant)
-    model.load_state_dict(torch.load(spec["initial"], weights_only=True, map_location="cpu"))
+    model, _ = load_model(Path(spec["initial"]), "cpu")
     model.to(device)
     parallel = DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None)
     seed = spec["cell"]["seed"]
     sampler = DistributedSampler(range(data.x_train.shape[0]), num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    budget = suite.spec.train
+    budget = rebuild_config(TrainBudget, spec["budget"])
     batch_size = max(1, budget.batch_size // world)
     trainer = Trainer(budget, device, seed, synchronize)
     dist.barrier()
@@ -221,7 +226,14 @@ def train_rank(spec: dict) -> None:
     wall = time.perf_counter() - started
     if local_rank == 0:
         torch.save(model.state_dict(), spec["output"])
-        stats = {"wall_s": wall, "samples": budget.epochs * len(sampler) * world, "world_size": world, "backend": spec["backend"], "batch_size_per_process": batch_size}
+        stats = {
+            "wall_s": wall,
+            "samples": budget.epochs * len(sampler) * world,
+            "world_size": world,
+            "backend": spec["backend"],
+            "batch_size_per_process": batch_size,
+            "curve": trainer.curves[-1]["epochs"] if trainer.curves else [],
+        }
         Path(spec["stats"]).write_text(json.dumps(stats))
     dist.destroy_process_group()
 

@@ -51,7 +51,7 @@ class Distill(Technique):
 
         teacher = context.trained_model(config.teacher)
         teacher.requires_grad_(False)
-        label_smoothing = context.suite.spec.train.label_smoothing
+        label_smoothing = context.trainer.budget.label_smoothing
 
         def loss(logits, inputs, targets):
             with torch.no_grad():
@@ -63,14 +63,16 @@ class Distill(Technique):
         return model
 
     def _record(self, student, config, context, teacher):
-        """Note the teacher's accuracy and the same student trained without a teacher."""
+        """Note the teacher's accuracy, the same student trained without a teacher, the gain over it and the retention (student over teacher accuracy)."""
         alone = context.evaluate(context.trained_model(context.cell.model))
         with_teacher = context.evaluate(student)
+        teacher_accuracy = context.evaluate(teacher)
         context.notes.update(
             teacher=config.teacher,
-            teacher_accuracy_top1=context.evaluate(teacher),
+            teacher_accuracy_top1=teacher_accuracy,
             student_without_teacher_accuracy_top1=alone,
             distill_gain_top1=with_teacher - alone,
+            distill_retention=with_teacher / teacher_accuracy if teacher_accuracy > 0 else None,
         )
 
 

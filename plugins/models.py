@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from benchharness import ModelFamily, hookimpl
+from pydantic import Field
+
+from benchharness import ModelFamily, StrictConfig, hookimpl
 
 
 def _torch_nn():
@@ -13,19 +15,37 @@ def _torch_nn():
     return nn
 
 
+class RegularisationOptions(StrictConfig):
+    """Options of the built-in small models: the survey's batch-normalisation and dropout comparisons."""
+
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout probability before the classifier (0: no dropout layer).")
+    batchnorm: bool = Field(True, description="Batch normalisation after every convolution (small_cnn) or hidden layer (mlp).")
+
+
+class MlpOptions(RegularisationOptions):
+    """Options of the MLP: batch normalisation is off unless asked for."""
+
+    batchnorm: bool = Field(False, description="Batch normalisation after every hidden layer.")
+
+
 class SmallCNN(ModelFamily):
     """Three conv blocks and a linear head; works for 8x8 and 32x32 inputs alike."""
 
     NAME = "small_cnn"
-    DESCRIPTION = "3-block CNN (32-64-128 channels) for 8x8 or 32x32 inputs"
+    DESCRIPTION = "3-block CNN (32-64-128 channels) for 8x8 or 32x32 inputs; options dropout, batchnorm"
+    Config = RegularisationOptions
 
-    def build(self, num_classes, input_shape, variant=None):
+    def build(self, num_classes, input_shape, variant=None, config=None):
         nn = _torch_nn()
+        options = config or RegularisationOptions()
         channels = input_shape[0]
 
         def block(c_in, c_out):
-            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            if options.batchnorm:
+                return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True)]
 
+        head = [nn.Dropout(options.dropout)] if options.dropout > 0 else []
         return nn.Sequential(
             *block(channels, 32),
             *block(32, 64),
@@ -33,6 +53,7 @@ class SmallCNN(ModelFamily):
             *block(64, 128),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
+            *head,
             nn.Linear(128, num_classes),
         )
 
@@ -41,21 +62,22 @@ class MLP(ModelFamily):
     """A two-hidden-layer perceptron on flattened inputs."""
 
     NAME = "mlp"
-    DESCRIPTION = "flatten -> 256 -> 128 -> classes, ReLU"
+    DESCRIPTION = "flatten -> 256 -> 128 -> classes, ReLU; options dropout, batchnorm (off by default)"
+    Config = MlpOptions
 
-    def build(self, num_classes, input_shape, variant=None):
+    def build(self, num_classes, input_shape, variant=None, config=None):
         nn = _torch_nn()
+        options = config or MlpOptions()
         features = 1
         for size in input_shape:
             features *= size
-        return nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(features, 256),
-            nn.ReLU(inplace=True),
-            nn.Linear(256, 128),
-            nn.ReLU(inplace=True),
-            nn.Linear(128, num_classes),
-        )
+
+        def hidden(size_in, size_out):
+            norm = [nn.BatchNorm1d(size_out)] if options.batchnorm else []
+            dropout = [nn.Dropout(options.dropout)] if options.dropout > 0 else []
+            return [nn.Linear(size_in, size_out), *norm, nn.ReLU(inplace=True), *dropout]
+
+        return nn.Sequential(nn.Flatten(), *hidden(features, 256), *hidden(256, 128), nn.Linear(128, num_classes))
 
 
 class ResNet18Cifar(ModelFamily):

@@ -192,7 +192,7 @@ def test_unknown_key_without_a_close_match_lists_the_valid_keys(host):
     "text, path, expected, found",
     [
         (MINIMAL + "[train]\nepochs = -1\n", "train.epochs", "greater than or equal to 0", "-1"),
-        (MINIMAL + '[train]\noptimizer = "sgdd"\n', "train.optimizer", "'sgd', 'adam' or 'adamw'", "'sgdd'"),
+        (MINIMAL + '[train]\noptimizer = "sgdd"\n', "train.optimizer", "'adamw', 'adagrad' or 'rmsprop'", "'sgdd'"),
         (MINIMAL + '[train]\nlr = "fast"\n', "train.lr", "valid number", "'fast'"),
         (MINIMAL + "[measure]\nwarmup = 1.5\n", "measure.warmup", "valid integer", "1.5"),
         (MINIMAL + "[run]\ncell_timeout_s = 0\n", "run.cell_timeout_s", "greater than 0", "0"),
