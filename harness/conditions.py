@@ -67,6 +67,52 @@ def fix_allocator() -> dict[str, Any]:
     return {"allocator": "glibc, fixed thresholds", "mmap_threshold_bytes": MMAP_THRESHOLD_BYTES, "trim_threshold_bytes": TRIM_THRESHOLD_BYTES}
 
 
+def oversubscribed(threads: int, cpus: list[int] | None = None) -> bool:
+    """Whether ``threads`` exceed the CPUs ``cpus`` (default: those this process may use), so that threads wait for each other's CPU."""
+    return threads > len(cpus if cpus else allowed_cpus())
+
+
+def oversubscription_warning(counts: list[int], cpus: list[int] | None = None) -> str | None:
+    """A one-line warning naming the thread counts above the CPUs timing runs on, or None when every count fits."""
+    available = len(cpus if cpus else allowed_cpus())
+    above = [count for count in counts if count > available]
+    if not above:
+        return None
+    listed = ", ".join(str(count) for count in above)
+    return (
+        f"latency will be timed at {listed} threads on {available} CPUs: threads that share a CPU wait for each other, "
+        "so those timings mean nothing; they are flagged noisy (lower measure.threads or give it more CPUs)"
+    )
+
+
+class AtThreads:
+    """A model called with torch's intra-op threads set to ``threads``, so that one process can time it at several counts in turns.
+
+    The count is switched (a fraction of a microsecond) only when the current one differs; the
+    affinity stays as pinned. ``applied_threads`` is torch's count during the last call.
+    """
+
+    def __init__(self, model: Any, threads: int):
+        import torch
+
+        self.model, self.threads, self.applied_threads = model, threads, None
+        self._torch = torch
+
+    def eval(self) -> "AtThreads":
+        """Put the model in eval mode; returns this wrapper."""
+        self.model.eval()
+        return self
+
+    def __call__(self, batch: Any) -> Any:
+        """The model's output on ``batch``, computed with ``threads`` intra-op threads."""
+        current = self._torch.get_num_threads()
+        if current != self.threads:
+            self._torch.set_num_threads(self.threads)
+            current = self._torch.get_num_threads()
+        self.applied_threads = current
+        return self.model(batch)
+
+
 def pin(cpus: list[int] | None, threads: int) -> dict[str, Any]:
     """Pin this process to ``cpus`` (default: those allowed) and set torch's intra-op threads."""
     import torch
@@ -88,14 +134,22 @@ def apply(cpus: list[int] | None, threads: int) -> dict[str, Any]:
     return {**fix_allocator(), **pin(cpus, threads), "environment": {k: v for k, v in thread_environment().items() if v is not None}}
 
 
-def describe(cpus: list[int] | None, threads: int) -> dict[str, Any]:
-    """What :func:`apply` will set, for ``run.json`` (without changing this process)."""
+def describe(cpus: list[int] | None, threads: int, timed_threads: list[int] | None = None) -> dict[str, Any]:
+    """What :func:`apply` will set, for ``run.json`` (without changing this process).
+
+    ``threads`` is the count cells are built and trained with; ``timed_threads`` the counts latency
+    is timed at (default: ``threads`` alone), with those above the CPUs in ``oversubscribed_threads``.
+    """
+    chosen = list(cpus) if cpus else allowed_cpus()
+    timed = list(timed_threads) if timed_threads else [threads]
     return {
-        "cpus": list(cpus) if cpus else allowed_cpus(),
+        "cpus": chosen,
         "threads": threads,
+        "timed_threads": timed,
+        "oversubscribed_threads": [count for count in timed if oversubscribed(count, chosen)],
         "allocator": "glibc with fixed mmap/trim thresholds (mallopt) in every measuring process" if _libc() is not None else "system default",
         "mmap_threshold_bytes": MMAP_THRESHOLD_BYTES,
         "trim_threshold_bytes": TRIM_THRESHOLD_BYTES,
-        "isolation": "every round in a fresh process forked from the same preloaded server; the group's models restored from their saved files and timed in turns of interleave_ms",
+        "isolation": "every round in a fresh process forked from the same preloaded server; the group's models restored from their saved files and timed in turns of interleave_ms, at every timed thread count",
         "environment": thread_environment(),
     }

@@ -19,8 +19,10 @@ class CellRecord:
 
     ``status`` is one of ``ok``, ``failed``, ``timeout`` and ``skipped``; a record that is not
     ``ok`` says why in ``error_type`` and ``error_message``. ``node`` says where the cell was
-    built and timed. Fields a plugin or an executor adds to a task's result are kept in
-    ``extra`` and written beside the others.
+    built and timed. ``threads`` is the torch thread count the cell was built and trained
+    with; each ``latency`` entry says the count it was timed at (``measure.threads`` may list
+    several). Fields a plugin or an executor adds to a task's result are kept in ``extra``
+    and written beside the others.
     """
 
     cell: dict[str, Any]

@@ -14,6 +14,11 @@ quiet rounds remain, and rounds go on until there are ``min_rounds`` quiet
 ones. A cell with fewer is flagged noisy, as is a cell whose per-round
 speedups disagree. When a round's process dies, every slot is timed alone to
 find the cell that killed it.
+
+Every round times every (thread count, batch size) of :func:`timing_points`;
+a cell is compared with the reference at the same point, and with itself at
+the fewest threads (the multi-thread speedup). A point timed with more threads
+than the process had CPUs is flagged.
 """
 
 from __future__ import annotations
@@ -73,8 +78,19 @@ class GroupResult:
 
 
 TimeRound = Callable[[list[tuple[str, Contender]]], dict[str, Any]]
-"""Times the given (slot, contender) pairs in one fresh process: ``{"status": "ok", "timings": {slot: [entry per batch size]},
-"failures": {slot: failure}, "other_cores": float}``, or a failure record when the process itself failed."""
+"""Times the given (slot, contender) pairs in one fresh process: ``{"status": "ok", "timings": {slot: [entry per timing point]},
+"failures": {slot: failure}, "other_cores": float}``, or a failure record when the process itself failed.
+The entries come in the order of :func:`timing_points`."""
+
+
+def timing_points(settings: MeasureSettings) -> list[tuple[int, int]]:
+    """The (threads, batch size) combinations every round times, in the order of its entries: thread counts outer, batch sizes inner."""
+    return [(threads, size) for threads in settings.thread_counts() for size in settings.batch_sizes]
+
+
+def describe_point(threads: int | None, batch_size: int, several_thread_counts: bool) -> str:
+    """'batch 32', or 'batch 32 at 2 threads' when latency is timed at several thread counts."""
+    return f"batch {batch_size} at {threads} threads" if several_thread_counts else f"batch {batch_size}"
 
 
 class GroupRounds:
@@ -91,6 +107,8 @@ class GroupRounds:
         self.failures: dict[str, dict[str, Any]] = {}
         self.rounds = 0
         self.persistently_disturbed = False
+        self.points = timing_points(settings)
+        self.several_thread_counts = len({threads for threads, _ in self.points}) > 1
 
     def order(self, round_index: int) -> list[str]:
         """The slots of one round: reference, the other cells, then the A/A control, rotated by ``round_index``.
@@ -153,8 +171,8 @@ class GroupRounds:
                 self._keep([slot], self._time_slots([slot]))
         self.rounds += 1
 
-    def _round_p50s(self, slot: str, batch_index: int) -> list[float]:
-        return [float(np.median(timing[batch_index]["samples_ms"])) for timing in self.timings[slot]]
+    def _round_p50s(self, slot: str, point: int) -> list[float]:
+        return [float(np.median(timing[point]["samples_ms"])) for timing in self.timings[slot]]
 
     def _quiet_rounds(self, *slots: str) -> list[int]:
         """The rounds in which every one of ``slots`` was timed while other processes stayed below ``max_other_cpu``."""
@@ -167,19 +185,21 @@ class GroupRounds:
         quiet = self._quiet_rounds(*slots)
         return quiet if len(quiet) >= 2 else list(range(min(len(self.timings[slot]) for slot in slots)))
 
-    def _paired(self, numerator: str, denominator: str, batch_index: int) -> RatioEstimate:
+    def _paired(self, numerator: str, denominator: str, point: int, denominator_point: int | None = None) -> RatioEstimate:
+        """Per-round ratios of ``numerator``'s median at ``point`` over ``denominator``'s (at ``denominator_point``, default the same)."""
         rounds = self.usable_rounds(numerator, denominator)
-        numerators, denominators = self._round_p50s(numerator, batch_index), self._round_p50s(denominator, batch_index)
+        numerators = self._round_p50s(numerator, point)
+        denominators = self._round_p50s(denominator, point if denominator_point is None else denominator_point)
         return paired_ratio([numerators[index] for index in rounds], [denominators[index] for index in rounds])
 
     def _estimates(self) -> list[RatioEstimate]:
-        """Every CI the stopping rule watches: each cell's speedup (and the A/A) at each batch size."""
+        """Every CI the stopping rule watches: each cell's speedup (and the A/A) at each timing point."""
         found = []
-        batch_count = len(self.settings.batch_sizes)
+        watched = [index for index in range(len(self.points)) if not self._oversubscribed(index)]
         for slot, timings in self.timings.items():
             if not timings or slot in self.failures:
                 continue
-            for index in range(batch_count):
+            for index in watched:
                 if self.reference is not None and self.reference not in self.failures and slot != self.reference:
                     found.append(self._paired(self.reference, slot, index))
                 elif self.reference is None or self.reference in self.failures:
@@ -187,6 +207,10 @@ class GroupRounds:
                     estimate, low, high = log_mean_ci(p50s)
                     found.append(RatioEstimate(estimate, low, high, len(p50s), spread(p50s)))
         return found
+
+    def _oversubscribed(self, point: int) -> bool:
+        """Whether ``point`` was timed with more threads than CPUs: its CIs say nothing, so the stopping rule does not wait for them."""
+        return any(timing[point].get("threads_oversubscribed") for timings in self.timings.values() for timing in timings)
 
     def fewest_quiet_rounds(self) -> int:
         """The fewest undisturbed rounds any cell has (paired with the reference's where there is one)."""
@@ -196,7 +220,11 @@ class GroupRounds:
         return min(counts, default=0)
 
     def run(self, stop_requested: Callable[[], bool] = lambda: False, on_round: Callable[[int, float], None] | None = None) -> GroupResult:
-        """Rounds until the CIs are narrow enough over ``min_rounds`` quiet rounds, ``max_rounds``, ``max_seconds`` or a stop request."""
+        """Rounds until the CIs are narrow enough over ``min_rounds`` quiet rounds, ``max_rounds``, ``max_seconds`` or a stop request.
+
+        After ``min_rounds``, no round starts that would take the group past ``max_seconds`` at the
+        rounds' mean duration so far: a round that times several thread counts is that much longer.
+        """
         settings = self.settings
         started = time.monotonic()
         stopped_by = "max_rounds"
@@ -210,7 +238,8 @@ class GroupRounds:
             if widest <= settings.target_ci and self.fewest_quiet_rounds() >= settings.min_rounds:
                 stopped_by = "target_ci"
                 break
-            if time.monotonic() - started >= settings.max_seconds:
+            elapsed = time.monotonic() - started
+            if elapsed + elapsed / self.rounds > settings.max_seconds:
                 stopped_by = "max_seconds"
                 break
             if stop_requested():
@@ -220,7 +249,7 @@ class GroupRounds:
 
     def summarise(self, stopped_by: str, seconds: float) -> GroupResult:
         """An outcome per cell from the rounds timed so far."""
-        aa_entries = [self._aa(index) for index in range(len(self.settings.batch_sizes))] if self._has_aa() else []
+        aa_entries = [self._aa(index) for index in range(len(self.points))] if self._has_aa() else []
         outcomes = {}
         for cell_id in self.contenders:
             if cell_id in self.failures:
@@ -229,6 +258,16 @@ class GroupRounds:
             outcomes[cell_id] = self._outcome(cell_id, aa_entries)
         aa = {"aa_speedup": [entry.get("aa_speedup") for entry in aa_entries]} if aa_entries else {}
         return GroupResult(outcomes, self.rounds, stopped_by, seconds, self.reference, aa)
+
+    def _thread_speedup(self, cell_id: str, fewest_point: int, point: int, fewest: int, threads: int) -> dict[str, Any]:
+        """The cell's multi-thread speedup at ``point``: its median at ``fewest`` threads over its median at ``threads``, per round.
+
+        ``parallel_efficiency`` is that speedup over the ideal ``threads / fewest``.
+        """
+        speedup = self._paired(cell_id, cell_id, fewest_point, point)
+        fields = speedup.as_dict("thread_speedup")
+        fields["thread_speedup_p50"] = fields.pop("thread_speedup")
+        return {**fields, "thread_speedup_base_threads": fewest, "parallel_efficiency": speedup.estimate * fewest / threads}
 
     def _has_aa(self) -> bool:
         return bool(self.timings[AA_SLOT]) and self.reference is not None and self.reference not in self.failures
@@ -239,23 +278,31 @@ class GroupRounds:
     def _outcome(self, cell_id: str, aa_entries: list[dict[str, Any]]) -> Outcome:
         outcome = Outcome()
         compared = self.reference is not None and self.reference not in self.failures and cell_id != self.reference
-        for index, size in enumerate(self.settings.batch_sizes):
-            entry = latency_entry([self.timings[cell_id][round_index][index] for round_index in self.usable_rounds(cell_id)], size)
+        fewest = min(threads for threads, _ in self.points)
+        for index, (threads, size) in enumerate(self.points):
+            entry = latency_entry([self.timings[cell_id][round_index][index] for round_index in self.usable_rounds(cell_id)], size, threads)
             entry["rounds_timed"] = len(self.timings[cell_id])
+            where = describe_point(entry["threads"], size, self.several_thread_counts)
             if compared:
                 speedup = self._paired(self.reference, cell_id, index)
                 entry.update(speedup.as_dict("speedup"))
                 entry["speedup_p50"] = entry.pop("speedup")
                 if speedup.sd > self.settings.max_round_sd:
-                    outcome.noise_reasons.append(f"rounds disagree (typically by {speedup.sd:.0%}, at most {describe_spread(speedup.spread)}) at batch {size}")
+                    outcome.noise_reasons.append(f"rounds disagree (typically by {speedup.sd:.0%}, at most {describe_spread(speedup.spread)}) at {where}")
             elif cell_id == self.reference and aa_entries:
                 entry.update(aa_entries[index])
                 aa = aa_entries[index]
                 if aa["aa_speedup_round_sd"] > self.settings.max_round_sd:
                     outcome.noise_reasons.append(
-                        f"rounds disagree (typically by {aa['aa_speedup_round_sd']:.0%}, at most {describe_spread(aa['aa_speedup_round_spread'])}) at batch {size} (A/A control)"
+                        f"rounds disagree (typically by {aa['aa_speedup_round_sd']:.0%}, at most {describe_spread(aa['aa_speedup_round_spread'])}) at {where} (A/A control)"
                     )
+            if threads != fewest:
+                entry.update(self._thread_speedup(cell_id, self.points.index((fewest, size)), index, fewest, threads))
             outcome.latency.append(entry)
+        crowded = sorted({entry["threads"] for entry in outcome.latency if entry.get("threads_oversubscribed")})
+        if crowded:
+            counts = ", ".join(str(count) for count in crowded)
+            outcome.noise_reasons.append(f"timed at {counts} threads, more than the CPUs it ran on (oversubscribed): threads waited for each other, so those latencies mean nothing")
         slots = (cell_id, AA_SLOT) if cell_id == self.reference and self.timings[AA_SLOT] else (cell_id,)
         if compared:
             slots = (self.reference, cell_id)
@@ -272,18 +319,22 @@ def describe_spread(spread: float) -> str:
     return f"{spread:.0%}" if spread < 1.0 else f"{spread + 1.0:.3g}-fold"
 
 
-def latency_entry(rounds: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
-    """Latency statistics of one cell at one batch size over its rounds.
+def latency_entry(rounds: list[dict[str, Any]], batch_size: int, threads: int | None = None) -> dict[str, Any]:
+    """Latency statistics of one cell at one batch size and thread count over its rounds.
 
     ``latency_p50_ms`` is the geometric mean of the per-round medians, with its 95% CI across
-    rounds; p90, p99, mean and std are over all samples pooled.
+    rounds; p90, p99, mean and std are over all samples pooled. ``threads`` is the count the
+    rounds applied (``threads`` where they do not say); ``threads_oversubscribed`` appears, true,
+    when any round had more threads than CPUs.
     """
+    applied = [timing["threads"] for timing in rounds if timing.get("threads") is not None]
     round_p50s = [float(np.median(timing["samples_ms"])) for timing in rounds]
     pooled = np.concatenate([np.asarray(timing["samples_ms"], dtype=float) for timing in rounds])
     p50, low, high = log_mean_ci(round_p50s)
     total_s = float(pooled.sum()) / 1000.0
     entry: dict[str, Any] = {
         "batch_size": batch_size,
+        "threads": applied[0] if applied else threads,
         "latency_p50_ms": p50,
         "latency_p50_ci95_low_ms": low,
         "latency_p50_ci95_high_ms": high,
@@ -298,6 +349,8 @@ def latency_entry(rounds: list[dict[str, Any]], batch_size: int) -> dict[str, An
         "other_cores": [timing.get("other_cores") for timing in rounds],
         "samples_ms": [float(value) for value in pooled],
     }
+    if any(timing.get("threads_oversubscribed") for timing in rounds):
+        entry["threads_oversubscribed"] = True
     entry.update(_probe_readings(rounds))
     return entry
 
@@ -305,7 +358,7 @@ def latency_entry(rounds: list[dict[str, Any]], batch_size: int) -> dict[str, An
 def _probe_readings(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     """The probe's readings over rounds: flags are true if any round's was, numbers are averaged."""
     readings: dict[str, Any] = {}
-    skip = {"samples_ms", "other_cores", "batch_size"}
+    skip = {"samples_ms", "other_cores", "batch_size", "threads", "threads_oversubscribed"}
     for key in {key for timing in rounds for key in timing} - skip:
         values = [timing[key] for timing in rounds if timing.get(key) is not None]
         if not values:
@@ -317,11 +370,12 @@ def _probe_readings(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return readings
 
 
-def contradiction(entry: dict[str, Any], speedup_bound: float | None, aa_half_width: float) -> str | None:
+def contradiction(entry: dict[str, Any], speedup_bound: float | None, aa_half_width: float, where: str | None = None) -> str | None:
     """Why a measured speedup contradicts what the representation allows, or None.
 
     A speedup whose CI lies wholly above Amdahl's bound (the speedup if every faster FLOP were
-    free), with a tolerance of the A/A noise floor, cannot come from the technique.
+    free), with a tolerance of the A/A noise floor, cannot come from the technique. ``where``
+    names the timing point (default: 'batch <size>').
     """
     low = entry.get("speedup_ci95_low")
     if low is None or speedup_bound is None or not math.isfinite(speedup_bound) or math.isnan(low):
@@ -329,7 +383,7 @@ def contradiction(entry: dict[str, Any], speedup_bound: float | None, aa_half_wi
     tolerance = max(TOLERANCE_FLOOR, aa_half_width if math.isfinite(aa_half_width) else 0.0)
     if low > speedup_bound * (1.0 + tolerance):
         return (
-            f"measured {entry['speedup_p50']:.3g}x (95% CI {low:.3g}-{entry['speedup_ci95_high']:.3g}) at batch {entry['batch_size']}, "
+            f"measured {entry['speedup_p50']:.3g}x (95% CI {low:.3g}-{entry['speedup_ci95_high']:.3g}) at {where or 'batch ' + str(entry['batch_size'])}, "
             f"above the {speedup_bound:.3g}x its representation allows: suspect the measurement, not the technique"
         )
     return None

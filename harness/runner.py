@@ -24,7 +24,8 @@ from benchharness.host import PluginHost, describe_error
 from benchharness.matrix import Group, expand, group_cells
 from benchharness.executor import Executor, TaskSpec
 from benchharness.record import CellRecord
-from benchharness.rounds import Contender, GroupResult, GroupRounds, contradiction, latency_entry
+from benchharness.conditions import oversubscription_warning
+from benchharness.rounds import Contender, GroupResult, GroupRounds, contradiction, describe_point, latency_entry, timing_points
 from benchharness.store import RunDir, now_iso
 from benchharness.suite import Suite
 
@@ -97,8 +98,13 @@ class Runner:
             self.executor.stop()
 
     def _run(self, task: Any, log_path: Path, name: str, kind: str, device: str, group: str | None = None) -> dict[str, Any] | None:
-        """Run ``task`` through the executor; its result, a failure, or None when cancelled."""
+        """Run ``task`` through the executor; its result, a failure, or None when cancelled.
+
+        A timing round times every thread count of ``measure.threads``, so it gets ``cell_timeout_s`` per count.
+        """
         timeout = self.suite.spec.run.cell_timeout_s
+        if kind == "timing":
+            timeout *= len(self.suite.spec.measure.thread_counts())
         return self.executor.run(TaskSpec(task=task, log_path=log_path, name=name, kind=kind, device=device, timeout_s=timeout, group=group))
 
     def _skip_reason(self, cell: Cell) -> str | None:
@@ -152,6 +158,10 @@ class Runner:
                 self._progress = progress
                 self._bar = progress.add_task("starting workers (importing torch once)", total=len(cells))
                 groups = group_cells(cells, self.suite)
+                settings = self.suite.spec.measure
+                crowded = oversubscription_warning(settings.thread_counts(), settings.cpus) if groups else None
+                if crowded:
+                    progress.console.print(f"[yellow]warning:[/] {crowded}", highlight=False)
                 if groups:
                     self.start()
                 summary.interrupted = not self._run_groups(groups, summary)
@@ -262,7 +272,7 @@ def complete_record(record: CellRecord, result: GroupResult, settings: Any) -> C
     """Add the rounds' latency, speedups, noise flags and contradictions to a built cell's record."""
     if record.in_process_rounds is not None:
         rounds = record.in_process_rounds
-        record.latency = [latency_entry([timing[index] for timing in rounds], size) for index, size in enumerate(settings.batch_sizes)]
+        record.latency = [latency_entry([timing[index] for timing in rounds], size, threads) for index, (threads, size) in enumerate(timing_points(settings))]
         record.noisy = True
         record.noise_reason = f"{record.timed_in_build_process}; it was timed in its build process, not interleaved with its reference"
         return record
@@ -277,8 +287,10 @@ def complete_record(record: CellRecord, result: GroupResult, settings: Any) -> C
     aa_widths = [_aa_half_width(entry) for entry in reference.latency] if reference and reference.failure is None else []
     bound = (record.metrics or {}).get("speedup_bound")
     found = []
+    several = len({entry.get("threads") for entry in outcome.latency}) > 1
     for index, entry in enumerate(outcome.latency):
-        reason = contradiction(entry, bound, aa_widths[index] if index < len(aa_widths) else float("inf"))
+        where = describe_point(entry.get("threads"), entry["batch_size"], several)
+        reason = contradiction(entry, bound, aa_widths[index] if index < len(aa_widths) else float("inf"), where)
         entry["speedup_contradiction"] = reason
         if reason:
             found.append(reason)
@@ -309,9 +321,10 @@ def describe_record(record: dict[str, Any]) -> str:
         speedup = f" = {last['speedup_p50']:.3g}x ({last['speedup_ci95_low']:.3g}-{last['speedup_ci95_high']:.3g})"
     elif last.get("aa_speedup") is not None:
         speedup = f", A/A {last['aa_speedup']:.3g}x ({last['aa_speedup_ci95_low']:.3g}-{last['aa_speedup_ci95_high']:.3g})"
+    several = len({entry.get("threads") for entry in record["latency"]}) > 1
     line = (
         f"[green]{'ok':>7}[/] {cell_id}: top-1 {metrics['accuracy_top1']:.3f}, "
-        f"p50 {last['latency_p50_ms']:.3g} ms at batch {last['batch_size']}{speedup}, "
+        f"p50 {last['latency_p50_ms']:.3g} ms at {describe_point(last.get('threads'), last['batch_size'], several)}{speedup}, "
         f"{metrics['size_bytes'] / 1e6:.3g} MB, trained {metrics['train_s']:.1f} s"
     )
     if record.get("noisy"):

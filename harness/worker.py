@@ -154,31 +154,54 @@ def _seed_everything(seed: int) -> None:
 
 @torch.inference_mode()
 def forward_at_largest_batch(model: torch.nn.Module, inputs: torch.Tensor, settings: MeasureSettings) -> None:
-    """One forward pass at the largest batch size, so that every batch size is timed after the same allocations."""
-    model.eval()(example_batch(inputs, max(settings.batch_sizes)))
+    """One forward pass at the largest batch size at every timed thread count, so that every (threads, batch size) is timed after the same allocations.
+
+    torch's thread count is left as it was.
+    """
+    batch, previous = example_batch(inputs, max(settings.batch_sizes)), torch.get_num_threads()
+    try:
+        for threads in settings.thread_counts():
+            conditions.AtThreads(model.eval(), threads)(batch)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def time_batch_sizes(
     models: dict[str, torch.nn.Module], inputs: dict[str, torch.Tensor], settings: MeasureSettings, probe: Probe
 ) -> dict[str, list[dict[str, Any]]]:
-    """Latency samples of every model at every batch size, timed in turns, with the probe's readings.
+    """Latency samples of every model at every (thread count, batch size), timed in turns, with the probe's readings.
 
-    Every model must have run :func:`forward_at_largest_batch` first. The CPU time other
-    processes used over the whole timing is in every entry's ``other_cores``. When the probe
-    measures energy, each model is also run alone for as many iterations as it was timed, so
-    that its energy per sample is its own.
+    At each batch size, every model at every count of ``settings.thread_counts()`` is a
+    contender of its own in the turns, and torch's intra-op threads are switched to the
+    turn's count (:class:`benchharness.conditions.AtThreads`; the affinity stays). Each model's
+    entries come in the order of :func:`benchharness.rounds.timing_points` and say the
+    ``threads`` applied and whether they were ``threads_oversubscribed`` (more than the CPUs
+    this process may use). Every model must have run :func:`forward_at_largest_batch` first.
+    The CPU time other processes used over the whole timing is in every entry's
+    ``other_cores``. When the probe measures energy, each model is also run alone for as many
+    iterations as it was timed, so that its energy per sample is its own. torch's thread
+    count is left as it was.
     """
     probe.synchronize()
-    entries: dict[str, list[dict[str, Any]]] = {name: [] for name in models}
-    with OtherCpuMeter() as meter:
-        for size in settings.batch_sizes:
-            batches = {name: example_batch(inputs[name], size) for name in models}
-            with probe.sample() as shared:
-                times = time_interleaved(models, batches, settings, probe.synchronize)
-            energy = _energy_per_sample(models, batches, times, probe) if "energy_j" in shared else {}
-            for name in models:
+    counts, previous = settings.thread_counts(), torch.get_num_threads()
+    runners = {(name, threads): conditions.AtThreads(model, threads) for name, model in models.items() for threads in counts}
+    found: dict[tuple[str, int, int], dict[str, Any]] = {}
+    try:
+        with OtherCpuMeter() as meter:
+            for size in settings.batch_sizes:
+                batches = {name: example_batch(inputs[name], size) for name in models}
+                keyed = {key: batches[key[0]] for key in runners}
+                with probe.sample() as shared:
+                    times = time_interleaved(runners, keyed, settings, probe.synchronize)
+                energy = _energy_per_sample(runners, keyed, times, probe) if "energy_j" in shared else {}
                 readings = {key: value for key, value in shared.items() if key not in ("energy_j", "energy_method")}
-                entries[name].append({"batch_size": size, "samples_ms": times[name], **readings, **energy.get(name, {})})
+                for (name, threads), runner in runners.items():
+                    applied = runner.applied_threads or threads
+                    flags = {"threads": applied, "threads_oversubscribed": conditions.oversubscribed(applied)}
+                    found[(name, threads, size)] = {"batch_size": size, **flags, "samples_ms": times[(name, threads)], **readings, **energy.get((name, threads), {})}
+    finally:
+        torch.set_num_threads(previous)
+    entries = {name: [found[(name, threads, size)] for threads in counts for size in settings.batch_sizes] for name in models}
     for timings in entries.values():
         for entry in timings:
             entry["other_cores"] = meter.other_cores

@@ -247,3 +247,57 @@ def test_example_batch_repeats_samples():
         assert torch.equal(batch[row], inputs[row % 3])
     assert torch.equal(example_batch(inputs, 2), inputs[:2])
     assert torch.equal(example_batch(inputs, 3), inputs)
+
+
+def test_latency_entry_says_its_thread_count_and_oversubscription():
+    """An entry carries the threads its rounds applied; 'threads_oversubscribed' appears only when a round had too many."""
+    rounds = [{"samples_ms": [2.0, 3.0], "threads": 2, "threads_oversubscribed": False}, {"samples_ms": [2.5], "threads": 2, "threads_oversubscribed": False}]
+    entry = latency_entry(rounds, batch_size=4, threads=2)
+    assert entry["threads"] == 2 and "threads_oversubscribed" not in entry
+    assert list(entry)[:2] == ["batch_size", "threads"]
+    crowded = latency_entry([{**rounds[0], "threads": 8, "threads_oversubscribed": True}, {**rounds[1], "threads": 8}], batch_size=4, threads=8)
+    assert crowded["threads"] == 8 and crowded["threads_oversubscribed"] is True
+    assert latency_entry([{"samples_ms": [1.0]}], batch_size=1, threads=3)["threads"] == 3, "rounds that do not say keep the requested count"
+
+
+def test_time_batch_sizes_times_every_thread_count_at_every_batch_size_in_turns():
+    """Each model is timed at every (threads, batch size), its forward passes running at that many torch threads; torch's count is restored."""
+    from benchharness.api import Probe
+    from benchharness.conditions import allowed_cpus
+    from benchharness.testing import preserved_process_state
+    from benchharness.worker import forward_at_largest_batch, time_batch_sizes
+
+    crowded = len(allowed_cpus()) + 1
+    measure = settings(batch_sizes=[1, 8], threads=[1, crowded], warmup=1, min_iterations=8, interleave_ms=1e-6)
+    models = {"a": nn.Linear(4, 2), "b": nn.Linear(4, 2)}
+    inputs = {name: torch.randn(3, 4) for name in models}
+    seen: list[tuple[int, int]] = []
+    models["a"].register_forward_hook(lambda module, args, output: seen.append((torch.get_num_threads(), args[0].shape[0])))
+    with preserved_process_state():
+        torch.set_num_threads(1)
+        for name in models:
+            forward_at_largest_batch(models[name], inputs[name], measure)
+        assert seen == [(1, 8), (crowded, 8)] and torch.get_num_threads() == 1
+        entries = time_batch_sizes(models, inputs, measure, Probe())
+        assert torch.get_num_threads() == 1
+    for name in models:
+        assert [(entry["threads"], entry["batch_size"]) for entry in entries[name]] == [(1, 1), (1, 8), (crowded, 1), (crowded, 8)]
+        assert [entry["threads_oversubscribed"] for entry in entries[name]] == [False, False, True, True]
+        assert all(len(entry["samples_ms"]) >= 8 for entry in entries[name])
+    timed = seen[2:]
+    assert all(timed.count(point) >= 1 + 8 for point in [(1, 1), (1, 8), (crowded, 1), (crowded, 8)]), "warmup and samples at every point"
+    at_batch_1 = [threads for threads, size in timed if size == 1][2:]
+    switches = sum(1 for before, after in zip(at_batch_1, at_batch_1[1:]) if before != after)
+    assert switches >= 4, f"thread counts take turns, not one after the other: {at_batch_1}"
+
+
+def test_conditions_describe_the_timed_thread_counts():
+    """run.json's conditions list the counts latency is timed at and those above the CPUs; the warning names the latter."""
+    from benchharness.conditions import describe, oversubscribed, oversubscription_warning
+
+    described = describe([0], 1, [1, 2])
+    assert described["threads"] == 1 and described["timed_threads"] == [1, 2] and described["oversubscribed_threads"] == [2]
+    assert describe([0], 1)["timed_threads"] == [1] and describe([0], 1)["oversubscribed_threads"] == []
+    assert oversubscribed(2, [0]) and not oversubscribed(1, [0])
+    assert oversubscription_warning([1, 2], [0]).startswith("latency will be timed at 2 threads on 1 CPUs")
+    assert oversubscription_warning([1], [0]) is None

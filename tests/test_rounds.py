@@ -11,15 +11,17 @@ import math
 
 import pytest
 
-from benchharness.rounds import AA_SLOT, Contender, GroupRounds, contradiction, describe_spread
+from benchharness.rounds import AA_SLOT, Contender, GroupRounds, contradiction, describe_spread, timing_points
 from benchharness.suite import MeasureSettings
 
 CELLS = ["m/baseline/cpu/r0", "m/fast/cpu/r0", "m/same/cpu/r0", "m/slow/cpu/r0"]
 TRUE_LATENCY = {"m/baseline/cpu/r0": 10.0, "m/fast/cpu/r0": 5.0, "m/same/cpu/r0": 10.0, "m/slow/cpu/r0": 20.0}
+THREAD_SCALING = {"m/baseline/cpu/r0": {2: 2.0}, "m/fast/cpu/r0": {2: 1.25}, "m/same/cpu/r0": {2: 2.0}, "m/slow/cpu/r0": {2: 1.0}}
+"""How much faster each cell runs at a thread count than at one thread (1.0 where not listed)."""
 
 
 def make_settings(**values) -> MeasureSettings:
-    defaults = dict(batch_sizes=[1, 4], min_rounds=3, max_rounds=8, target_ci=0.03, max_seconds=60, disturbed_retries=2, max_other_cpu=0.2)
+    defaults = dict(batch_sizes=[1, 4], min_rounds=3, max_rounds=8, target_ci=0.03, max_seconds=60, disturbed_retries=2, max_other_cpu=0.2, threads=1)
     return MeasureSettings(**{**defaults, **values})
 
 
@@ -30,10 +32,12 @@ class FakeMachine:
     process); jitter depends on the round and the slot's position, so it does not cancel.
     ``other_cores(call)`` is the load during the ``call``-th process; a cell in ``crash_from``
     kills the process it is timed in from its n-th timing on. ``log`` lists every cell id timed,
-    ``calls`` the slots of every process.
+    ``calls`` the slots of every process. Entries come for every (threads, batch size) of
+    ``points`` (set by :func:`rounds_for` from the settings), as the worker's do.
     """
 
     def __init__(self, drift: float = 0.05, jitter: list[float] | None = None, other_cores=None, crash_from: dict[str, int] | None = None):
+        self.points = [(1, 1), (1, 4)]
         self.drift = drift
         self.jitter = jitter or []
         self.other_cores = other_cores or (lambda call: 0.0)
@@ -54,12 +58,19 @@ class FakeMachine:
         for position, (slot, contender) in enumerate(slots):
             jitter = self.jitter[(call + position) % len(self.jitter)] if self.jitter else 0.0
             latency = TRUE_LATENCY[contender.cell_id] * (1.0 + self.drift) ** call * (1.0 + jitter)
-            timings[slot] = [{"batch_size": size, "samples_ms": [latency * size] * 5, "other_cores": other} for size in (1, 4)]
+            timings[slot] = [self.entry(contender.cell_id, threads, size, latency, other) for threads, size in self.points]
         return {"status": "ok", "timings": timings, "failures": {}, "other_cores": other}
+
+    def entry(self, cell_id: str, threads: int, size: int, latency: float, other: float) -> dict:
+        """One timing point's entry, as the worker gives it."""
+        scaled = latency * size / THREAD_SCALING[cell_id].get(threads, 1.0)
+        return {"batch_size": size, "threads": threads, "threads_oversubscribed": False, "samples_ms": [scaled] * 5, "other_cores": other}
 
 
 def rounds_for(machine, settings=None, cells=CELLS, reference=CELLS[0]) -> GroupRounds:
-    return GroupRounds([Contender(cell_id, f"/models/{cell_id}.pt") for cell_id in cells], reference, settings or make_settings(), machine)
+    settings = settings or make_settings()
+    machine.points = timing_points(settings)
+    return GroupRounds([Contender(cell_id, f"/models/{cell_id}.pt") for cell_id in cells], reference, settings, machine)
 
 
 def test_order_rotates_every_slot_from_round_to_round():
@@ -206,3 +217,94 @@ def test_contradiction_needs_the_whole_ci_above_the_bound():
     assert contradiction({**entry, "speedup_ci95_low": 1.02}, 1.0, 0.01) is None
     assert contradiction(entry, 1.0, 0.5) is None, "a noise floor wider than the excess forgives it"
     assert contradiction(entry, math.inf, 0.01) is None
+
+
+SINGLE_COUNT_KEYS = {
+    "batch_size", "threads", "latency_p50_ms", "latency_p50_ci95_low_ms", "latency_p50_ci95_high_ms", "latency_p90_ms", "latency_p99_ms",
+    "latency_mean_ms", "latency_std_ms", "throughput_sps", "iterations", "rounds", "round_p50_ms", "other_cores", "samples_ms", "rounds_timed",
+}
+SPEEDUP_KEYS = {"speedup_p50", "speedup_ci95_low", "speedup_ci95_high", "speedup_rounds", "speedup_round_spread", "speedup_round_sd"}
+AA_KEYS = {"aa_speedup", "aa_speedup_ci95_low", "aa_speedup_ci95_high", "aa_speedup_rounds", "aa_speedup_round_spread", "aa_speedup_round_sd"}
+
+
+def test_every_thread_count_is_timed_at_every_batch_size_and_compared_at_the_same_count():
+    """threads = [1, 2]: an entry per (threads, batch size); speedups pair the reference and the cell at the same count, per round.
+
+    The baseline doubles its speed at 2 threads and the fast cell gains only 1.25x, so the fast
+    cell is 2x the baseline at 1 thread and 1.25x at 2; pairing by batch size alone would mix them.
+    """
+    machine = FakeMachine(drift=0.10)
+    result = rounds_for(machine, make_settings(threads=[1, 2])).run()
+    assert result.stopped_by == "target_ci" and len(machine.calls) == result.rounds, "one process per round times every thread count"
+    fast = result.outcomes[CELLS[1]].latency
+    assert [(entry["threads"], entry["batch_size"]) for entry in fast] == [(1, 1), (1, 4), (2, 1), (2, 4)]
+    assert [entry["speedup_p50"] for entry in fast] == pytest.approx([2.0, 2.0, 1.25, 1.25])
+    assert fast[2]["latency_p50_ms"] == pytest.approx(fast[0]["latency_p50_ms"] / 1.25)
+    assert [entry.get("thread_speedup_p50") for entry in fast] == pytest.approx([None, None, 1.25, 1.25])
+    assert fast[3]["parallel_efficiency"] == pytest.approx(0.625) and fast[3]["thread_speedup_base_threads"] == 1
+    assert fast[3]["thread_speedup_ci95_low"] == pytest.approx(1.25), "drift shared within a round cancels in the thread speedup too"
+    baseline = result.outcomes[CELLS[0]].latency
+    assert [entry["aa_speedup"] for entry in baseline] == pytest.approx([1.0] * 4) and baseline[2]["thread_speedup_p50"] == pytest.approx(2.0)
+    assert baseline[2]["parallel_efficiency"] == pytest.approx(1.0)
+    assert result.aa["aa_speedup"] == pytest.approx([1.0] * 4)
+    assert not any(outcome.noisy for outcome in result.outcomes.values())
+
+
+def test_disagreement_is_named_with_its_thread_count():
+    """Rounds that disagree only at 2 threads flag the cell with the batch size and the thread count."""
+
+    class JumpyAtTwoThreads(FakeMachine):
+        def entry(self, cell_id, threads, size, latency, other):
+            found = super().entry(cell_id, threads, size, latency, other)
+            if threads == 2 and cell_id == CELLS[1]:
+                found["samples_ms"] = [value * (1.0 + 0.4 * (len(self.calls) % 2)) for value in found["samples_ms"]]
+            return found
+
+    result = rounds_for(JumpyAtTwoThreads(drift=0.0), make_settings(threads=[1, 2], max_rounds=4)).run()
+    reasons = result.outcomes[CELLS[1]].noise_reasons
+    assert reasons and all("at 2 threads" in reason for reason in reasons), reasons
+    assert "at batch 1 at 2 threads" in reasons[0]
+    assert not result.outcomes[CELLS[2]].noisy
+
+
+def test_a_single_thread_count_keeps_the_record_shape_plus_threads():
+    """With one thread count, entries have exactly the statistics they always had, plus 'threads'; no thread speedup."""
+    result = rounds_for(FakeMachine(drift=0.0)).run()
+    fast = result.outcomes[CELLS[1]].latency
+    assert [entry["batch_size"] for entry in fast] == [1, 4] and [entry["threads"] for entry in fast] == [1, 1]
+    assert set(fast[0]) == SINGLE_COUNT_KEYS | SPEEDUP_KEYS
+    assert set(result.outcomes[CELLS[0]].latency[0]) == SINGLE_COUNT_KEYS | AA_KEYS
+
+
+def test_oversubscribed_thread_counts_are_flagged_and_do_not_hold_the_rounds_back():
+    """A count above the CPUs is timed and marked; the cells are noisy with the reason; its wild rounds do not block target_ci."""
+
+    class TwoCpus(FakeMachine):
+        def entry(self, cell_id, threads, size, latency, other):
+            found = super().entry(cell_id, threads, size, latency, other)
+            if threads == 4:
+                found["threads_oversubscribed"] = True
+                found["samples_ms"] = [value * (1.0 + 3.0 * ((len(self.calls) + len(cell_id)) % 3)) for value in found["samples_ms"]]
+            return found
+
+    result = rounds_for(TwoCpus(drift=0.0), make_settings(threads=[1, 4])).run()
+    assert result.stopped_by == "target_ci" and result.rounds == 3
+    for outcome in result.outcomes.values():
+        assert [entry.get("threads_oversubscribed") for entry in outcome.latency] == [None, None, True, True]
+        assert outcome.noisy and any("timed at 4 threads, more than the CPUs it ran on (oversubscribed)" in reason for reason in outcome.noise_reasons)
+
+
+def test_no_round_starts_that_would_end_past_max_seconds(monkeypatch):
+    """Rounds that each take a third of max_seconds stop after min_rounds: a fourth would end past the cap."""
+    clock = iter([0.0, 90.0])
+    monkeypatch.setattr("benchharness.rounds.time.monotonic", lambda: next(clock, 1000.0))
+    machine = FakeMachine(drift=0.0, jitter=[0.0, 0.3, -0.2, 0.1])
+    result = rounds_for(machine, make_settings(max_seconds=100, threads=[1, 2])).run()
+    assert result.stopped_by == "max_seconds" and result.rounds == 3
+
+
+def test_a_contradiction_names_its_timing_point():
+    """Where the latency is timed at several thread counts, a contradiction says at which."""
+    entry = {"batch_size": 32, "threads": 2, "speedup_p50": 1.39, "speedup_ci95_low": 1.37, "speedup_ci95_high": 1.41}
+    assert "at batch 32 at 2 threads, above" in contradiction(entry, 1.0, 0.01, "batch 32 at 2 threads")
+    assert "at batch 32, above" in contradiction(entry, 1.0, 0.01)

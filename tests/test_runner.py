@@ -144,8 +144,9 @@ def test_ok_record_holds_every_measurement(mixed_run):
     assert metrics["accuracy_samples"] == 360 and len(metrics["accuracy_correct_bits"]) == 60
     assert metrics["train_s"] > 0
     assert record["threads"] == 1
-    assert [entry["batch_size"] for entry in record["latency"]] == [1, 4]
+    assert [(entry["batch_size"], entry["threads"]) for entry in record["latency"]] == [(1, 1), (4, 1)]
     for entry in record["latency"]:
+        assert "threads_oversubscribed" not in entry and "thread_speedup_p50" not in entry
         assert len(entry["samples_ms"]) == entry["iterations"] >= 3
         assert entry["latency_p50_ci95_low_ms"] <= entry["latency_p50_ms"] <= entry["latency_p50_ci95_high_ms"]
         assert entry["throughput_sps"] > 0
@@ -423,3 +424,53 @@ def test_a_raising_unsupported_reason_fails_its_cell_only(run_cell):
     record = run_cell("raising-device-check", plugins=(str(TEST_PLUGINS / "raising_checks.py"),))
     assert record["status"] == "failed" and record["error_type"] == "exception"
     assert record["error_message"].startswith("deciding whether the cell can run raised AttributeError: no attribute 'DEVICE_TYPE'")
+
+
+THREADS_SUITE = """
+name = "threads"
+models = ["mlp"]
+
+[data]
+name = "digits"
+
+[[techniques]]
+steps = ["baseline"]
+
+[[techniques]]
+steps = ["identity"]
+
+[train]
+epochs = 1
+batch_size = 256
+
+[measure]
+batch_sizes = [1, 8]
+warmup = 2
+min_iterations = 10
+min_seconds = 0.02
+min_rounds = 2
+max_rounds = 2
+"""
+
+
+@pytest.mark.slow
+def test_latency_is_timed_at_every_thread_count(tmp_path):
+    """--set measure.threads=[1,2]: every cell gets an entry per (threads, batch size), compared with the reference at the same count."""
+    suite = tmp_path / "threads.toml"
+    suite.write_text(THREADS_SUITE)
+    result = CliRunner().invoke(cli, ["run", str(suite), "--out", str(tmp_path / "runs"), "--plugin", FAULTY, "--set", "measure.threads=[1, 2]", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    (run_path,) = (tmp_path / "runs").iterdir()
+    records = records_by_id(RunDir(run_path))
+    baseline, identity = records["mlp/baseline/cpu/r0"], records["mlp/identity/cpu/r0"]
+    for record in (baseline, identity):
+        assert record["status"] == "ok" and record["threads"] == 2, "cells are built with the largest count"
+        assert [(entry["threads"], entry["batch_size"]) for entry in record["latency"]] == [(1, 1), (1, 8), (2, 1), (2, 8)]
+        for entry in record["latency"]:
+            assert 0.001 < entry["latency_p50_ms"] < 100 and len(entry["samples_ms"]) >= 10 * entry["rounds"]
+        assert all(entry["thread_speedup_p50"] > 0 and entry["thread_speedup_base_threads"] == 1 for entry in record["latency"][2:])
+        assert all("thread_speedup_p50" not in entry for entry in record["latency"][:2])
+    for entry in identity["latency"]:
+        assert 0.5 < entry["speedup_p50"] < 2.0, "the identity pipeline times the baseline's own model, at the same thread count"
+    assert all(entry["aa_speedup_ci95_low"] <= entry["aa_speedup"] <= entry["aa_speedup_ci95_high"] for entry in baseline["latency"])
+    assert "at batch 8 at 2 threads" in " ".join(result.output.split())
