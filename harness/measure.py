@@ -91,10 +91,38 @@ def serialized_size_bytes(model: nn.Module) -> int:
     return len(serialize(model))
 
 
-def size_metrics(model: nn.Module) -> dict[str, int]:
-    """Serialized size, and its size after zlib compression (what zeros and low-entropy weights save)."""
+def size_metrics(model: nn.Module) -> dict[str, Any]:
+    """Serialized size, its size after zlib compression (what zeros and low-entropy weights save), and :func:`storage_metrics`."""
     payload = serialize(model)
-    return {"size_bytes": len(payload), "size_compressed_bytes": len(zlib.compress(payload, 1))}
+    return {"size_bytes": len(payload), "size_compressed_bytes": len(zlib.compress(payload, 1)), **storage_metrics(model)}
+
+
+def _tensor_bytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def storage_metrics(model: nn.Module) -> dict[str, Any]:
+    """The weights' bytes as a deployable format stores them (``size_packed_bytes``) and ``bits_per_weight`` (8 x those bytes per weight).
+
+    Every parameter counts at its element size, int8 modules' packed weights and biases at
+    theirs; a module that stores a parameter in packed form names the packed tensors in a
+    ``benchharness_packed = {parameter name: [tensors]}`` attribute, and those count instead
+    (binary weights: one bit each, plus a scale per channel). fp32 weights give 32 bits per weight.
+    """
+    from benchharness.representation import _packed
+
+    total_bytes = weights = 0
+    for module in model.modules():
+        packed = getattr(module, "benchharness_packed", None) or {}
+        for name, parameter in module.named_parameters(recurse=False):
+            weights += parameter.numel()
+            total_bytes += sum(_tensor_bytes(tensor) for tensor in packed[name]) if name in packed else _tensor_bytes(parameter)
+        if _packed(module):
+            for tensor in module._weight_bias():
+                if tensor is not None:
+                    weights += tensor.numel()
+                    total_bytes += _tensor_bytes(tensor)
+    return {"size_packed_bytes": total_bytes, "bits_per_weight": 8 * total_bytes / weights if weights else None}
 
 
 @torch.inference_mode()

@@ -195,6 +195,8 @@ def inspect_representation(
         expected, reason = False, "fake-quantized modules simulate int8 in floating point: slower, not faster"
     elif masked:
         expected, reason = False, "pruning masks are applied in every forward pass: no speedup"
+    elif any(not verdict[0] for verdict in declared) and not (share is not None and share >= FAST_SHARE_NOTICED):
+        expected, reason = False, next(verdict[1] for verdict in declared if not verdict[0])
     elif share is not None and share >= FAST_SHARE_NOTICED:
         expected, reason = True, _share_reason(share, flops, reference_flops)
         if declared and declared[0][0]:

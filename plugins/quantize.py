@@ -1,4 +1,4 @@
-"""Quantization: int8 dynamic, static (FX graph mode) and quantization-aware training; fp16/bf16 casts.
+"""Quantization: int8 dynamic, static (FX graph mode) and quantization-aware training; fp16/bf16 casts; binary and ternary weights.
 
 Every method sits behind one interface (:data:`METHODS`), so a torchao (pt2e)
 backend can be added as another method later. torch.ao.quantization is
@@ -19,20 +19,25 @@ from benchharness import StrictConfig, Technique, hookimpl
 
 PRELOAD = ("torch.ao.quantization", "torch.ao.quantization.quantize_fx")
 INT8_METHODS = ("dynamic", "static", "qat")
+LOWBIT_METHODS = ("binary", "ternary")
 CAST_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 
 
 class QuantizeConfig(StrictConfig):
     """Parameters of the quantize technique."""
 
-    method: Literal["dynamic", "static", "qat", "fp16", "bf16"] = Field(
+    method: Literal["dynamic", "static", "qat", "fp16", "bf16", "binary", "ternary"] = Field(
         "dynamic",
         description="dynamic: int8 Linear/LSTM weights, activations quantized on the fly; static: int8 post-training (FX graph mode); "
-        "qat: quantization-aware fine-tuning, then int8; fp16/bf16: weights and activations cast.",
+        "qat: quantization-aware fine-tuning, then int8; fp16/bf16: weights and activations cast; "
+        "binary: Conv/Linear weights sign(w) x per-channel mean |w| (XNOR-Net); ternary: {-a, 0, +a} per channel (TWN).",
     )
     backend: Literal["x86", "fbgemm", "qnnpack"] = Field("x86", description="int8 kernel backend (static and qat).")
     calibration_batches: int = Field(8, ge=1, le=100_000, description="static: training batches run through the observers.")
     qat_epochs: int = Field(1, ge=1, le=10_000, description="qat: epochs of quantization-aware fine-tuning.")
+    keep_first_last: bool = Field(True, description="binary/ternary: keep the first and the last Conv/Linear layer in full precision.")
+    finetune_epochs: int = Field(0, ge=0, le=10_000, description="binary/ternary: epochs of fine-tuning with a straight-through estimator (0: none).")
+    ternary_threshold: float = Field(0.7, gt=0, lt=10, description="ternary: a weight is zero when |w| is at most this times its channel's mean |w|.")
 
 
 @contextmanager
@@ -93,7 +98,22 @@ def _cast(model, config, context):
     return CastInputs.wrap(model.to(dtype).eval(), dtype)
 
 
-METHODS: dict[str, Callable] = {"dynamic": _dynamic, "static": _static, "qat": _qat, "fp16": _cast, "bf16": _cast}
+def _lowbit(model, config, context):
+    from benchharness.plugins import lowbit
+
+    layers = lowbit.convertible_layers(model, config.keep_first_last)
+    if config.finetune_epochs:
+        lowbit.attach_straight_through(layers, config.method, config.ternary_threshold)
+        context.trainer.fit(model, context.data, epochs=config.finetune_epochs)
+    _note_lowbit(context, config, lowbit.freeze(layers, config.method, config.ternary_threshold))
+    return model.eval()
+
+
+def _note_lowbit(context, config, figures) -> None:
+    context.notes.update({f"quantize_{config.method}_{name}": value for name, value in figures.items()})
+
+
+METHODS: dict[str, Callable] = {"dynamic": _dynamic, "static": _static, "qat": _qat, "fp16": _cast, "bf16": _cast, "binary": _lowbit, "ternary": _lowbit}
 
 
 def __getattr__(name: str):
@@ -134,10 +154,10 @@ class CastInputs:
 
 
 class Quantize(Technique):
-    """int8 (dynamic, static, qat) on CPU, or fp16/bf16 casts."""
+    """int8 (dynamic, static, qat) on CPU, fp16/bf16 casts, or binary/ternary weights (any device, no speedup)."""
 
     NAME = "quantize"
-    DESCRIPTION = "int8 dynamic / static (FX) / qat via torch.ao.quantization, or fp16/bf16 casts"
+    DESCRIPTION = "int8 dynamic / static (FX) / qat via torch.ao.quantization, fp16/bf16 casts, binary/ternary weights"
     Config = QuantizeConfig
 
     def unsupported_reason(self, config, device):
@@ -145,14 +165,25 @@ class Quantize(Technique):
             return f"int8 {config.method} quantization runs on CPU kernels only (torch.ao.quantization has no {device.DEVICE} int8 backend)"
         return None
 
+    def check_suite(self, config, suite):
+        if config.method not in LOWBIT_METHODS and (config.finetune_epochs or not config.keep_first_last or config.ternary_threshold != 0.7):
+            return f"finetune_epochs, keep_first_last and ternary_threshold apply to methods binary and ternary, not {config.method!r}"
+        return None
+
     def cacheable(self, config):
-        return config.method == "qat"
+        return config.method == "qat" or (config.method in LOWBIT_METHODS and config.finetune_epochs > 0)
 
     def apply(self, model, config, context):
         with quiet_deprecations():
             return METHODS[config.method](model, config, context)
 
     def restore(self, model, config, context, state):
+        if config.method in LOWBIT_METHODS:
+            from benchharness.plugins import lowbit
+
+            model.load_state_dict(state["state_dict"])
+            _note_lowbit(context, config, lowbit.freeze(lowbit.convertible_layers(model, config.keep_first_last), config.method, config.ternary_threshold))
+            return model.eval()
         from torch.ao.quantization.quantize_fx import convert_fx
 
         with quiet_deprecations():
