@@ -113,7 +113,7 @@ def test_notes_and_extras_that_collide_with_columns_are_prefixed(records):
 def test_column_order_is_identity_metrics_latency_comparisons_notes_raw(records):
     """Identity first, then metrics, latency, comparisons, notes, and the raw lists last."""
     columns = list(add_comparisons(tidy_frame(records), "baseline").columns)
-    assert columns[:6] == ["cell_id", "model", "technique", "device", "host", "repeat"]
+    assert columns[:7] == ["cell_id", "model", "technique", "recipe", "device", "host", "repeat"]
     order = [columns.index(name) for name in ("wall_s", "accuracy_top1", "batch_size", "latency_p50_ms", "accuracy_delta", "speedup_p50", "aa_speedup", "trained_on", "samples_ms")]
     assert order == sorted(order)
 

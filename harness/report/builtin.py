@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchharness.report import figures
+from benchharness.report import figures, scaling, training
 from benchharness.report.answers import Answer, answers
 from benchharness.report.sections import Report
 from benchharness.report.tables import (
@@ -91,6 +91,8 @@ def result_columns(report: Report, several_repeats: bool) -> list[Column]:
         Column("technique", "technique", text=True, sticky=True, html=lambda row: f"<span title='{html.escape(str(row.get('steps')), quote=True)}'>{_escape(row['technique'])}</span>"),
         Column("batch", "batch_size", html=lambda row: str(int(row["batch_size"])) if not is_missing(row["batch_size"]) else MISSING),
     ]
+    if len(report.thread_counts) > 1:
+        columns.append(Column("threads", "threads", html=lambda row: str(int(row["threads"])) if not is_missing(row.get("threads")) else MISSING))
     if several_repeats:
         columns.append(Column("repeat", "repeat"))
     columns += [
@@ -105,10 +107,18 @@ def result_columns(report: Report, several_repeats: bool) -> list[Column]:
                title=f"serialized state dict, and its size over the {reference}'s"),
         Column("zipped", "size_compressed_bytes", html=lambda row: bytes_text(row.get("size_compressed_bytes")),
                title="serialized size after zip compression: what stored zeros (magnitude pruning) save on disk"),
+        Column("bits/weight", "bits_per_weight", html=lambda row: significant(row.get("bits_per_weight")),
+               title="bits per weight as a deployable format stores them (32 for fp32, about 8 for int8, 1-2 for binary/ternary layers, packed)"),
+        Column("sparsity", "sparsity", html=lambda row: f"{significant(row['sparsity'] * 100)}%" if not is_missing(row.get("sparsity")) else MISSING,
+               title="share of weights that are zero (1 - non-zero / total)"),
         Column("FLOPs/sample", "flops", html=lambda row: count_text(row.get("flops"))),
         Column("tensor peak", "inference_peak_bytes", html=lambda row: bytes_text(row.get("inference_peak_bytes")),
                title=f"bytes of tensors alive at the peak of one inference at batch {largest}: weights, input and activations ({peak_method or 'method not recorded'}); not the process's memory"),
         Column("J/sample", "energy_j_per_sample", html=lambda row: significant(row.get("energy_j_per_sample")), title="energy per sample from the device's counters"),
+        Column("thread speedup", "thread_speedup_p50", html=lambda row: ratio_text(row.get("thread_speedup_p50")),
+               title="p50 at the fewest threads over p50 at this row's threads, from paired rounds (multi-thread speedup)"),
+        Column("distill retention", "distill_retention", html=lambda row: f"{significant(row['distill_retention'] * 100)}%" if not is_missing(row.get("distill_retention")) else MISSING,
+               title="the distilled student's accuracy over its teacher's"),
         Column("speedup expected?", "speedup_expected", html=expected_html, text=True, sort=lambda row: row.get("speedup_expected")),
     ]
     return visible_columns(columns, ok)
@@ -124,7 +134,7 @@ def render_results(frame: pd.DataFrame, report: Report) -> str | None:
     parts = ["<p class='note'>Click a header to sort, type to filter. Hover a header for its definition; open <i>yes</i>/<i>no</i> for why a speedup is or is not expected.</p>"]
     order = {name: index for index, name in enumerate(report.techniques)}
     for key, rows in ok.groupby(report.group_keys, sort=False):
-        rows = rows.assign(_order=rows["technique"].map(order).fillna(len(order))).sort_values(["batch_size", "_order", "repeat"])
+        rows = rows.assign(_order=rows["technique"].map(order).fillna(len(order))).sort_values(["threads", "batch_size", "_order", "repeat"])
         parts.append(f"<h3>{_escape(report.group_title(key))}</h3>")
         parts.append(html_table(
             rows, columns, "results", row_id=lambda row: cell_anchor(row["cell_id"], row["batch_size"]),
@@ -317,6 +327,10 @@ def register_builtin_sections(register) -> None:
     register("Accuracy and size", render_accuracy_size, name="accuracy-size", order=310)
     register("Batch sizes", render_batch_sizes, name="batch-sizes", order=320)
     register("Pipelines, step by step", render_pipelines, name="pipelines", order=330)
+    register("Learning curves", training.render_learning_curves, name="learning-curves", order=340)
+    register("Training recipes", training.render_recipes, name="recipes", order=350)
+    register("Thread scaling", scaling.render_thread_scaling, name="thread-scaling", order=360)
+    register("GPU speedup", scaling.render_gpu_speedup, name="gpu-speedup", order=370)
     register("Noisy measurements", render_noisy, name="noisy", order=800)
     register("Skipped and failed cells", render_failures, name="failures", order=810)
     register("Environment", render_environment, name="environment", order=900)

@@ -29,16 +29,17 @@ from benchharness.stats import paired_accuracy_difference, unpaired_accuracy_dif
 from benchharness.store import RunDir, SkippedLine
 
 IDENTITY_COLUMNS = [
-    "cell_id", "model", "technique", "device", "host", "repeat", "status", "error_type", "error_message",
+    "cell_id", "model", "technique", "recipe", "device", "host", "repeat", "status", "error_type", "error_message",
     "noisy", "noise_reason", "steps", "started_at", "wall_s",
 ]
 METRIC_COLUMNS = [
-    "accuracy_top1", "accuracy_samples", "size_bytes", "size_compressed_bytes", "params", "params_nonzero", "flops",
+    "accuracy_top1", "accuracy_samples", "size_bytes", "size_compressed_bytes", "size_packed_bytes", "bits_per_weight", "params", "params_nonzero", "flops",
     "inference_peak_bytes", "sparsity", "speedup_expected", "speedup_reason", "fast_flops_share", "speedup_bound", "train_s",
 ]
 LATENCY_COLUMNS = [
-    "batch_size", "latency_p50_ms", "latency_p50_ci95_low_ms", "latency_p50_ci95_high_ms", "latency_p90_ms", "latency_p99_ms",
+    "batch_size", "threads", "latency_p50_ms", "latency_p50_ci95_low_ms", "latency_p50_ci95_high_ms", "latency_p90_ms", "latency_p99_ms",
     "latency_mean_ms", "latency_std_ms", "throughput_sps", "iterations", "rounds", "energy_j_per_sample", "gpu_throttled",
+    "thread_speedup_p50", "parallel_efficiency",
 ]
 RECORDED_COMPARISONS = [
     "speedup_p50", "speedup_ci95_low", "speedup_ci95_high", "speedup_rounds", "speedup_round_spread", "speedup_round_sd", "speedup_contradiction",
@@ -51,7 +52,7 @@ COMPARISON_COLUMNS = [
 RAW_COLUMNS = ["samples_ms", "accuracy_correct_bits"]
 """Columns left out of ``report.csv``: per-iteration latency samples and per-image right/wrong bits (they stay in results.jsonl)."""
 
-COMPARISON_KEY = ["model", "device", "host", "repeat", "batch_size"]
+COMPARISON_KEY = ["model", "recipe", "device", "host", "repeat", "threads", "batch_size"]
 RECORDED_COMPARISON_PREFIXES = ("speedup_", "aa_")
 RECORD_FIELDS = frozenset(item.name for item in fields(CellRecord))
 NOTE_PREFIX, EXTRA_PREFIX = "note_", "extra_"
@@ -106,7 +107,7 @@ def timing_host(record: dict[str, Any]) -> str:
 def _identity(record: dict[str, Any]) -> dict[str, Any]:
     cell = record.get("cell") or {}
     return {
-        "cell_id": cell.get("id"), "model": cell.get("model"), "technique": cell.get("technique"), "device": cell.get("device"),
+        "cell_id": cell.get("id"), "model": cell.get("model"), "technique": cell.get("technique"), "recipe": cell.get("recipe"), "device": cell.get("device"),
         "host": timing_host(record), "repeat": cell.get("repeat"), "status": record.get("status"),
         "error_type": record.get("error_type"), "error_message": record.get("error_message"),
         "noisy": record.get("noisy"), "noise_reason": record.get("noise_reason"),
@@ -207,8 +208,8 @@ def _positive_ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
 def add_comparisons(frame: pd.DataFrame, reference: str | None) -> pd.DataFrame:
     """Add accuracy difference (with its 95% CI), compression, size and FLOPs ratios against the reference cell.
 
-    Each ok row is matched, in one merge, with the ok reference row of the same model, device,
-    host, repeat and batch size. ``accuracy_delta`` is a fraction (this minus reference); its CI
+    Each ok row is matched, in one merge, with the ok reference row of the same model, recipe,
+    device, host, repeat, thread count and batch size (a missing recipe or thread count matches a missing one). ``accuracy_delta`` is a fraction (this minus reference); its CI
     is paired (Agresti-Min) when both cells recorded ``accuracy_correct_bits`` of one length, and
     unpaired (Newcombe) otherwise, and ``accuracy_delta_method`` says which. ``compression_ratio``
     is reference size / this size, ``size_ratio`` its inverse, ``flops_ratio`` reference FLOPs /

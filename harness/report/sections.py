@@ -91,13 +91,27 @@ class Report:
         return len(self.hosts) > 1
 
     @property
+    def recipes(self) -> list[str]:
+        """The training recipes of the finished cells, in the order they first appear ([] for a suite without recipes)."""
+        return [recipe for recipe in self.ok["recipe"].dropna().unique() if recipe] if "recipe" in self.ok else []
+
+    @property
+    def thread_counts(self) -> list[int]:
+        """The thread counts latency was timed at, smallest first."""
+        return sorted(int(count) for count in self.distinct("threads"))
+
+    @property
     def group_keys(self) -> list[str]:
-        """The columns a comparison group is made of: model, device (and host, when several)."""
-        return ["model", "device", "host"] if self.several_hosts else ["model", "device"]
+        """The columns a comparison group is made of: model (and recipe, with recipes), device (and host, when several)."""
+        keys = ["model", "recipe", "device"] if self.recipes else ["model", "device"]
+        return keys + ["host"] if self.several_hosts else keys
 
     def group_title(self, key: tuple) -> str:
-        """``mlp on cpu`` (``on cpu (node-1)`` with several machines)."""
-        return f"{key[0]} on {key[1]}" + (f" ({key[2]})" if len(key) > 2 and key[2] else "")
+        """``mlp on cpu``; ``mlp (recipe sgd-step) on cpu``; ``on cpu (node-1)`` with several machines."""
+        values = dict(zip(self.group_keys, key))
+        recipe = f" (recipe {values['recipe']})" if values.get("recipe") else ""
+        host = f" ({values['host']})" if values.get("host") else ""
+        return f"{values['model']}{recipe} on {values['device']}{host}"
 
     def next_figure_id(self) -> str:
         """A fresh id for a figure's element."""
