@@ -109,8 +109,8 @@ def result_columns(report: Report, several_repeats: bool) -> list[Column]:
                title="serialized size after zip compression: what stored zeros (magnitude pruning) save on disk"),
         Column("bits/weight", "bits_per_weight", html=lambda row: significant(row.get("bits_per_weight")),
                title="bits per weight as a deployable format stores them (32 for fp32, about 8 for int8, 1-2 for binary/ternary layers, packed)"),
-        Column("sparsity", "sparsity", html=lambda row: f"{significant(row['sparsity'] * 100)}%" if not is_missing(row.get("sparsity")) else MISSING,
-               title="share of weights that are zero (1 - non-zero / total)"),
+        Column("zeros", "sparsity", html=lambda row: f"{row['sparsity']:.0%}" if not is_missing(row.get("sparsity")) else MISSING,
+               title="sparsity: the share of weights that are zero (1 - non-zero / total)"),
         Column("FLOPs/sample", "flops", html=lambda row: count_text(row.get("flops"))),
         Column("tensor peak", "inference_peak_bytes", html=lambda row: bytes_text(row.get("inference_peak_bytes")),
                title=f"bytes of tensors alive at the peak of one inference at batch {largest}: weights, input and activations ({peak_method or 'method not recorded'}); not the process's memory"),
@@ -121,7 +121,18 @@ def result_columns(report: Report, several_repeats: bool) -> list[Column]:
                title="the distilled student's accuracy over its teacher's"),
         Column("speedup expected?", "speedup_expected", html=expected_html, text=True, sort=lambda row: row.get("speedup_expected")),
     ]
-    return visible_columns(columns, ok)
+    uninformative = {key for key, informative in (("bits_per_weight", _varies(ok, "bits_per_weight")), ("sparsity", _above(ok, "sparsity", 0.005))) if not informative}
+    return visible_columns([column for column in columns if column.key not in uninformative], ok)
+
+
+def _varies(frame: pd.DataFrame, column: str) -> bool:
+    """Whether ``column`` holds more than one value (bits per weight of all-fp32 runs say nothing)."""
+    return column in frame and pd.to_numeric(frame[column], errors="coerce").nunique() > 1
+
+
+def _above(frame: pd.DataFrame, column: str, threshold: float) -> bool:
+    """Whether some value of ``column`` exceeds ``threshold``."""
+    return column in frame and bool((pd.to_numeric(frame[column], errors="coerce") > threshold).any())
 
 
 def render_results(frame: pd.DataFrame, report: Report) -> str | None:
