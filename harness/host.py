@@ -51,6 +51,7 @@ DEFAULT_PLUGINS = (
     "benchharness.plugins.distill",
     "benchharness.plugins.amp",
     "benchharness.plugins.ddp",
+    "benchharness.plugins.pipeline",
     "benchharness.plugins.models",
     "benchharness.plugins.datasets",
     "benchharness.plugins.cpu_probe",
