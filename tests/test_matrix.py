@@ -126,15 +126,16 @@ def test_rules_apply_to_every_repeat(host):
 
 
 def test_quick_suite_excludes_self_distillation(host):
-    """The quick suite drops distillation into small_cnn (its own teacher), its DDP cells and its bf16 CPU cell, and keeps everything else."""
+    """The quick suite drops distillation into small_cnn (its own teacher), its DDP and pipeline cells and its bf16 CPU cell, and keeps everything else."""
     from tests.conftest import ROOT
 
     suite = load((ROOT / "suites" / "quick.toml").read_text(), host)
     cells = expand(suite)
     spec = suite.spec
-    assert len(cells) == len(spec.models) * len(spec.techniques) * len(spec.devices) - 3 * len(spec.devices) - 1
+    assert len(cells) == len(spec.models) * len(spec.techniques) * len(spec.devices) - 4 * len(spec.devices) - 1
     assert [cell.id for cell in cells if cell.technique == "amp-bf16"] == ["small_cnn/amp-bf16/cuda/r0", "mlp/amp-bf16/cpu/r0", "mlp/amp-bf16/cuda/r0"]
     assert [cell.id for cell in cells if cell.technique == "ddp-2"] == ["mlp/ddp-2/cpu/r0", "mlp/ddp-2/cuda/r0"]
+    assert [cell.id for cell in cells if cell.technique == "pipeline-2"] == ["mlp/pipeline-2/cpu/r0", "mlp/pipeline-2/cuda/r0"]
     assert not [cell for cell in cells if cell.model == "small_cnn" and cell.technique.startswith("distill")]
     assert [cell.id for cell in cells if cell.model == "mlp" and cell.technique.startswith("distill")] == [
         "mlp/distill-from-cnn/cpu/r0",
