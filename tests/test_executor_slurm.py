@@ -159,6 +159,9 @@ def test_cancel_all_ends_running_jobs(tmp_path):
     (job_dir,) = [path for path in (tmp_path / "slurm").iterdir() if path.name.isdigit()]
     job = psutil.Process(int(job_dir.name))
     processes = [job, *job.children(recursive=True)]
+    while len(processes) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        processes = [job, *job.children(recursive=True)]
     assert len(processes) >= 3, "the job's shell, submitit's controller and the job's python"
     executor.cancel_all()
     thread.join(10)
