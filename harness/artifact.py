@@ -7,7 +7,9 @@ their own fields from ``__setstate__``, without the ``nn.Module`` internals
 (``_modules``, hooks) that the trace walks. The pickler here rebuilds every
 ``GraphModule`` through :func:`rebuild_graph_module`, which first completes its
 submodules, and drops its state-dict hooks (they refer back to the module
-itself and loading a state dict is not part of timing).
+itself and loading a state dict is not part of timing). A module's own
+``extra_repr`` (torchao binds one to each quantized layer, through a
+``functools.partial`` that cannot be pickled) is dropped too: it only prints.
 """
 
 from __future__ import annotations
@@ -45,13 +47,17 @@ def rebuild_graph_module(body: dict[str, Any], import_block: str) -> GraphModule
 
 
 class TimingPickler(pickle.Pickler):
-    """A pickler whose GraphModules come back through :func:`rebuild_graph_module`."""
+    """A pickler whose GraphModules come back through :func:`rebuild_graph_module`, and whose modules lose an instance ``extra_repr``."""
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, GraphModule):
             _, (body, import_block) = obj.__reduce__()
             body = {key: value for key, value in body.items() if key not in STATE_DICT_HOOKS}
             return rebuild_graph_module, (body, import_block)
+        if isinstance(obj, nn.Module) and "extra_repr" in obj.__dict__:
+            reduced = list(obj.__reduce_ex__(pickle.HIGHEST_PROTOCOL))
+            reduced[2] = {key: value for key, value in reduced[2].items() if key != "extra_repr"}
+            return tuple(reduced)
         return NotImplemented
 
 

@@ -52,6 +52,8 @@ DEFAULT_PLUGINS = (
     "benchharness.plugins.amp",
     "benchharness.plugins.ddp",
     "benchharness.plugins.pipeline",
+    "benchharness.plugins.compiled",
+    "benchharness.plugins.ort",
     "benchharness.plugins.models",
     "benchharness.plugins.datasets",
     "benchharness.plugins.cpu_probe",

@@ -92,13 +92,27 @@ def serialized_size_bytes(model: nn.Module) -> int:
 
 
 def size_metrics(model: nn.Module) -> dict[str, Any]:
-    """Serialized size, its size after zlib compression (what zeros and low-entropy weights save), and :func:`storage_metrics`."""
-    payload = serialize(model)
-    return {"size_bytes": len(payload), "size_compressed_bytes": len(zlib.compress(payload, 1)), **storage_metrics(model)}
+    """Serialized size, its size after zlib compression (what zeros and low-entropy weights save), and :func:`storage_metrics`.
+
+    A model that is deployed in another format (an ONNX file) gives its bytes and storage
+    figures from ``benchharness_deployed() -> (bytes, {"size_packed_bytes", "bits_per_weight"})``.
+    """
+    from benchharness.representation import declared_attribute, eager_view
+
+    deployed = declared_attribute(model, "benchharness_deployed")
+    if callable(deployed):
+        payload, storage = deployed()
+        return {"size_bytes": len(payload), "size_compressed_bytes": len(zlib.compress(payload, 1)), **storage}
+
+    payload = serialize(eager_view(model))
+    return {"size_bytes": len(payload), "size_compressed_bytes": len(zlib.compress(payload, 1)), **storage_metrics(eager_view(model))}
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
+    """Bytes a tensor stores; a tensor subclass (torchao's quantized weights) counts the inner tensors it is made of."""
+    from benchharness.representation import inner_tensors
+
+    return sum(inner.numel() * inner.element_size() for inner in inner_tensors(tensor))
 
 
 def storage_metrics(model: nn.Module) -> dict[str, Any]:
@@ -127,10 +141,15 @@ def storage_metrics(model: nn.Module) -> dict[str, Any]:
 
 @torch.inference_mode()
 def count_flops(model: nn.Module, sample: torch.Tensor) -> int | None:
-    """FLOPs of one forward pass of one sample (torch.utils.flop_counter), or None when it cannot count."""
+    """FLOPs of one forward pass of one sample (torch.utils.flop_counter), or None when it cannot count.
+
+    A wrapper (a compiled model, an ONNX Runtime session) is counted through its ``benchharness_eager`` module.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    from benchharness.representation import eager_view
+
+    counter, model = FlopCounterMode(display=False), eager_view(model)
     try:
         with counter:
             model(sample[:1])

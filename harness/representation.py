@@ -1,10 +1,18 @@
 """What a model's representation allows: can a speedup be expected from it at all?
 
 The answer comes from inspecting the modules and tensors, whatever technique
-produced them (a module that changes how the model runs, such as an autocast
-wrapper, says so in a ``benchharness_speedup = (expected, reason)`` attribute): fake-quantized modules and pruning masks cost time, zeros in
-dense tensors cost the same as any other value, while int8 kernels and
-removed channels really do less work.
+produced them: fake-quantized modules and pruning masks cost time, zeros in
+dense tensors cost the same as any other value, while int8 kernels, torchao's
+quantized weights and removed channels really do less work.
+
+Modules may describe themselves with attributes:
+
+- ``benchharness_speedup = (expected, reason)``: a module that changes how the model runs
+  (an autocast wrapper, a compiled graph, an ONNX Runtime session) says whether it can be faster;
+- ``benchharness_eager``: a wrapper that runs another model (compiled, or exported) names the
+  eager module whose layers are counted;
+- ``benchharness_layer_flops``: a graph without Linear/Conv modules (a PT2E-converted graph)
+  gives its Linear/Conv FLOPs by representation itself.
 """
 
 from __future__ import annotations
@@ -35,13 +43,31 @@ def weight_tensors(model: nn.Module) -> list[torch.Tensor]:
     return tensors
 
 
+def inner_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """The plain tensors a tensor subclass (torchao's quantized weights) is made of; a plain tensor is its own."""
+    flatten = getattr(tensor, "__tensor_flatten__", None)
+    if type(tensor) in (torch.Tensor, nn.Parameter) or not callable(flatten):
+        return [tensor]
+    names, _ = flatten()
+    return [inner for name in names if isinstance(getattr(tensor, name, None), torch.Tensor) for inner in inner_tensors(getattr(tensor, name))]
+
+
+def _nonzero(tensor: torch.Tensor) -> int:
+    if tensor.is_quantized:
+        return int(torch.count_nonzero(tensor.dequantize()).item())
+    parts = inner_tensors(tensor)
+    if parts == [tensor]:
+        return int(torch.count_nonzero(tensor).item())
+    codes = max(parts, key=lambda part: part.numel())
+    return int(torch.count_nonzero(codes).item()) if codes.numel() == tensor.numel() else tensor.numel()
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(parameters, non-zero parameters), counting the packed weights of quantized modules too."""
+    """(parameters, non-zero parameters), counting the packed weights of quantized modules and torchao's quantized tensors too."""
     total = nonzero = 0
     for tensor in weight_tensors(model):
-        values = tensor.dequantize() if tensor.is_quantized else tensor
-        total += values.numel()
-        nonzero += int(torch.count_nonzero(values).item())
+        total += tensor.numel()
+        nonzero += _nonzero(tensor)
     return total, nonzero
 
 
@@ -72,8 +98,10 @@ def nonfinite_tensor(model: nn.Module) -> str | None:
         (f"{module_name}.{name}" if module_name else name, tensor.detach())
         for module_name, module in model.named_modules()
         if not _is_fake_quantized(module)
-        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
-        if tensor is not None and (tensor.is_floating_point() or tensor.is_complex())
+        for name, outer in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        if outer is not None
+        for tensor in inner_tensors(outer.detach())
+        if tensor.is_floating_point() or tensor.is_complex()
     ]
     if not named:
         return None
@@ -103,41 +131,100 @@ def _layer_flops(module: nn.Module, output: Any) -> int:
     return 0
 
 
+def wrapper_chain(model: nn.Module) -> list[nn.Module]:
+    """``model``, then the modules it runs through ``benchharness_eager``, outermost first."""
+    chain = [model]
+    while isinstance(getattr(chain[-1], "benchharness_eager", None), nn.Module) and len(chain) < 8:
+        chain.append(chain[-1].benchharness_eager)
+    return chain
+
+
+def eager_view(model: nn.Module) -> nn.Module:
+    """The eager module whose layers a wrapper runs (``benchharness_eager``, followed through nested wrappers), else ``model``."""
+    return wrapper_chain(model)[-1]
+
+
+def declared_attribute(model: nn.Module, name: str) -> Any:
+    """The outermost non-None ``name`` attribute along ``model``'s wrapper chain, or None."""
+    for module in wrapper_chain(model):
+        value = getattr(module, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _is_torchao_tensor(tensor: Any) -> bool:
+    return isinstance(tensor, torch.Tensor) and type(tensor).__module__.startswith("torchao")
+
+
 def _representation(module: nn.Module, ancestors_fast: bool) -> str:
     if _is_quantized(module):
         return "int8"
+    if _is_torchao_tensor(getattr(module, "weight", None)):
+        return "torchao"
     weight = getattr(module, "weight", None)
     if isinstance(weight, torch.Tensor) and weight.dtype in (torch.float16, torch.bfloat16):
         return "half"
     return "declared" if ancestors_fast else "float"
 
 
+REPRESENTATIONS = ("int8", "torchao", "half", "declared", "float")
+REPRESENTATION_LABELS = {
+    "int8": "in int8 kernels",
+    "torchao": "in torchao's quantized tensors",
+    "half": "in half precision",
+    "declared": "under autocast or another declared fast mode",
+}
+
+
 def layer_flops(model: nn.Module, sample: torch.Tensor) -> dict[str, float]:
-    """FLOPs of one sample's forward pass in Linear and Conv layers, by representation (int8, half, declared, float).
+    """FLOPs of one sample's forward pass in Linear and Conv layers, by representation (int8, torchao, half, declared, float).
 
     Counted from the layers' shapes, so quantized layers (which torch's FLOP counter skips) are
     counted alike. ``declared`` is the work under a module that declares ``benchharness_speedup``
-    as expected (e.g. an autocast wrapper).
+    as expected (e.g. an autocast wrapper). A wrapper is counted through its
+    ``benchharness_eager`` module; a model with ``benchharness_layer_flops`` gives its own.
     """
-    totals: dict[str, float] = {"int8": 0.0, "half": 0.0, "declared": 0.0, "float": 0.0}
+    declared_flops = declared_attribute(model, "benchharness_layer_flops")
+    if isinstance(declared_flops, dict) and declared_flops:
+        return {**dict.fromkeys(REPRESENTATIONS, 0.0), **declared_flops}
+    model = eager_view(model)
+    totals: dict[str, float] = dict.fromkeys(REPRESENTATIONS, 0.0)
     fast_roots = [module for module in model.modules() if getattr(module, "benchharness_speedup", (False,))[0]]
     fast_members = {id(child) for root in fast_roots for child in root.modules()}
-    handles = []
+    by_layer = _flops_per_layer(model, sample)
+    if by_layer is None:
+        return {}
+    for module, flops in by_layer:
+        totals[_representation(module, id(module) in fast_members)] += flops
+    return totals
 
-    def count(module, inputs, output):
-        totals[_representation(module, id(module) in fast_members)] += _layer_flops(module, output)
 
-    for module in model.modules():
-        if (hasattr(module, "in_features") or hasattr(module, "in_channels")) and any(part in type(module).__name__ for part in _DENSE_LAYERS):
-            handles.append(module.register_forward_hook(count))
+def _flops_per_layer(model: nn.Module, sample: torch.Tensor) -> list[tuple[nn.Module, int]] | None:
+    """(layer, FLOPs) of every Linear/Conv call in one sample's forward pass, or None when the forward pass fails."""
+    found: list[tuple[nn.Module, int]] = []
+    handles = [
+        module.register_forward_hook(lambda module, inputs, output: found.append((module, _layer_flops(module, output))))
+        for module in model.modules()
+        if (hasattr(module, "in_features") or hasattr(module, "in_channels")) and any(part in type(module).__name__ for part in _DENSE_LAYERS)
+    ]
     try:
         with torch.inference_mode():
             model.eval()(sample[:1])
     except Exception:
-        return {}
+        return None
     finally:
         for handle in handles:
             handle.remove()
+    return found
+
+
+def named_layer_flops(model: nn.Module, sample: torch.Tensor) -> dict[str, float]:
+    """FLOPs of one sample's forward pass per Linear/Conv layer, by the layer's name in ``model`` (empty when the forward pass fails)."""
+    names = {id(module): name for name, module in model.named_modules()}
+    totals: dict[str, float] = {}
+    for module, flops in _flops_per_layer(model, sample) or []:
+        totals[names[id(module)]] = totals.get(names[id(module)], 0.0) + flops
     return totals
 
 
@@ -148,7 +235,7 @@ def fast_share(flops: dict[str, float], reference_flops: dict[str, float]) -> fl
         return None
     total = sum(flops.values())
     removed = max(0.0, reference_total - total)
-    faster = flops["int8"] + flops["half"] + flops["declared"]
+    faster = sum(flops.get(kind, 0.0) for kind in REPRESENTATION_LABELS)
     return min(1.0, (removed + faster) / reference_total)
 
 
@@ -158,11 +245,12 @@ def _share_reason(share: float, flops: dict[str, float], reference_flops: dict[s
     parts = []
     if removed > 0.005:
         parts.append(f"{removed:.0%} removed")
-    for kind, label in (("int8", "in int8 kernels"), ("half", "in half precision"), ("declared", "under autocast or another declared fast mode")):
-        if flops[kind] > 0:
+    for kind, label in REPRESENTATION_LABELS.items():
+        if flops.get(kind, 0) > 0:
             parts.append(f"{flops[kind] / reference_total:.0%} {label}")
     detail = ", ".join(parts) or "none removed or in a faster representation"
-    return f"{share:.1%} of the reference's FLOPs are faster ({detail}); at most {speedup_bound(share):.3g}x"
+    bound = speedup_bound(share)
+    return f"{share:.1%} of the reference's FLOPs are faster ({detail})" + (f"; at most {bound:.3g}x" if math.isfinite(bound) else "")
 
 
 def speedup_bound(share: float | None) -> float:
@@ -173,14 +261,31 @@ def speedup_bound(share: float | None) -> float:
 
 
 def inspect_representation(
-    model: nn.Module, reference_params: int, reference_flops: dict[str, float] | None = None, sample: torch.Tensor | None = None
+    model: nn.Module,
+    reference_params: int,
+    reference_flops: dict[str, float] | None = None,
+    sample: torch.Tensor | None = None,
+    flops: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Facts about ``model``'s representation and how much speedup over the dense float reference it allows.
 
     ``fast_flops_share`` is the share of the reference's Linear/Conv FLOPs that are removed or
     run in a faster representation (int8 kernels, half precision, a declared fast mode);
-    ``speedup_expected`` says whether that share is large enough to notice.
+    ``speedup_expected`` says whether that share is large enough to notice. A wrapper that runs
+    another model (``benchharness_eager``) is judged by its own declaration together with the
+    verdict on the model it runs.
     """
+    if flops is None:
+        flops = layer_flops(model, sample) if sample is not None and reference_flops else {}
+    eager = eager_view(model)
+    if eager is not model:
+        facts = inspect_representation(eager, reference_params, reference_flops, sample, flops)
+        expected, reason = getattr(model, "benchharness_speedup", (False, "a wrapper that runs the model unchanged"))
+        facts["speedup_reason"] = f"{reason}; the model it runs: {facts['speedup_reason']}"
+        facts["speedup_expected"] = bool(expected or facts["speedup_expected"])
+        if expected:
+            facts["speedup_bound"] = None
+        return facts
     modules = list(model.modules())
     quantized = sum(_is_quantized(module) for module in modules)
     fake_quantized = sum(_is_fake_quantized(module) for module in modules)
@@ -189,7 +294,6 @@ def inspect_representation(
     params, nonzero = count_parameters(model)
     sparsity = 1.0 - nonzero / params if params else 0.0
     declared = [module.benchharness_speedup for module in modules if hasattr(module, "benchharness_speedup")]
-    flops = layer_flops(model, sample) if sample is not None and reference_flops else {}
     share = fast_share(flops, reference_flops or {})
     if fake_quantized:
         expected, reason = False, "fake-quantized modules simulate int8 in floating point: slower, not faster"
@@ -201,7 +305,7 @@ def inspect_representation(
         expected, reason = True, _share_reason(share, flops, reference_flops)
         if declared and declared[0][0]:
             reason += "; " + declared[0][1]
-    elif share is not None and share < 0.005 and sparsity <= SPARSITY_NOTICED and not quantized:
+    elif share is not None and share < 0.005 and sparsity <= SPARSITY_NOTICED and not quantized and not any(flops.get(kind) for kind in REPRESENTATION_LABELS):
         expected, reason = False, "dense float model: the reference representation (no FLOPs removed or in a faster form)"
     elif share is not None:
         expected = False

@@ -178,19 +178,24 @@ def time_batch_sizes(
     ``threads`` applied and whether they were ``threads_oversubscribed`` (more than the CPUs
     this process may use). Every model must have run :func:`forward_at_largest_batch` first.
     The CPU time other processes used over the whole timing is in every entry's
-    ``other_cores``. When the probe measures energy, each model is also run alone for as many
+    ``other_cores``. A compiled model (one with ``benchharness_compilations()``) first runs
+    once at each batch size so that it compiles before it is timed; its entries count the
+    graphs compiled while it was timed in ``recompilations`` (0 unless something recompiled).
+    When the probe measures energy, each model is also run alone for as many
     iterations as it was timed, so that its energy per sample is its own. torch's thread
     count is left as it was.
     """
     probe.synchronize()
     counts, previous = settings.thread_counts(), torch.get_num_threads()
     runners = {(name, threads): conditions.AtThreads(model, threads) for name, model in models.items() for threads in counts}
+    compiling = {name: model for name, model in models.items() if callable(getattr(model, "benchharness_compilations", None))}
     found: dict[tuple[str, int, int], dict[str, Any]] = {}
     try:
         with OtherCpuMeter() as meter:
             for size in settings.batch_sizes:
                 batches = {name: example_batch(inputs[name], size) for name in models}
                 keyed = {key: batches[key[0]] for key in runners}
+                compiled_before = _compile_for_shape(compiling, runners, keyed)
                 with probe.sample() as shared:
                     times = time_interleaved(runners, keyed, settings, probe.synchronize)
                 energy = _energy_per_sample(runners, keyed, times, probe) if "energy_j" in shared else {}
@@ -199,6 +204,8 @@ def time_batch_sizes(
                     applied = runner.applied_threads or threads
                     flags = {"threads": applied, "threads_oversubscribed": conditions.oversubscribed(applied)}
                     found[(name, threads, size)] = {"batch_size": size, **flags, "samples_ms": times[(name, threads)], **readings, **energy.get((name, threads), {})}
+                    if name in compiling:
+                        found[(name, threads, size)]["recompilations"] = compiling[name].benchharness_compilations() - compiled_before[name]
     finally:
         torch.set_num_threads(previous)
     entries = {name: [found[(name, threads, size)] for threads in counts for size in settings.batch_sizes] for name in models}
@@ -206,6 +213,15 @@ def time_batch_sizes(
         for entry in timings:
             entry["other_cores"] = meter.other_cores
     return entries
+
+
+@torch.inference_mode()
+def _compile_for_shape(compiling: dict[str, torch.nn.Module], runners: dict, batches: dict) -> dict[str, int]:
+    """One call of every compiled model's runners at this batch size, so it compiles before it is timed; the graphs each has compiled so far."""
+    for key, runner in runners.items():
+        if key[0] in compiling:
+            runner(batches[key])
+    return {name: model.benchharness_compilations() for name, model in compiling.items()}
 
 
 @torch.inference_mode()
@@ -458,7 +474,7 @@ class CellRun:
             context.model_trained = index > 0
             model, lineage = self.apply_step(model, technique, config, context, lineage, step.technique)
             metrics, inputs = measure_model(model, self.data, suite, probe, self.device, reference_params, reference_flops, self.budget.channels_last)
-            if metrics["quantized_modules"] and step_records:
+            if (metrics["quantized_modules"] or not metrics["flops"]) and step_records:
                 metrics["flops"] = step_records[-1]["metrics"]["flops"]
                 metrics["flops_note"] = "FLOPs of the float model before quantization; int8 kernels are not counted by torch.utils.flop_counter"
             step_records.append({"step": step.technique, "cached": step.technique in self.cache_hits, "metrics": metrics})

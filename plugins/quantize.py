@@ -1,9 +1,10 @@
-"""Quantization: int8 dynamic, static (FX graph mode) and quantization-aware training; fp16/bf16 casts; binary and ternary weights.
+"""Quantization: int8 dynamic, static (FX graph mode) and quantization-aware training; torchao and PT2E; fp16/bf16 casts; binary and ternary weights.
 
-Every method sits behind one interface (:data:`METHODS`), so a torchao (pt2e)
-backend can be added as another method later. torch.ao.quantization is
-deprecated in recent torch releases but works; its warnings are kept out of
-the user's output.
+Every method sits behind one interface (:data:`METHODS`). torch.ao.quantization's
+FX mode is deprecated in recent torch releases but works; its warnings are kept
+out of the user's output. Its successors come from torchao (an optional extra):
+``quantize_`` configs for Linear layers on CPU and CUDA, and PT2E static int8
+(:mod:`benchharness.plugins.torchao_methods`).
 """
 
 from __future__ import annotations
@@ -20,20 +21,25 @@ from benchharness import StrictConfig, Technique, hookimpl
 PRELOAD = ("torch.ao.quantization", "torch.ao.quantization.quantize_fx")
 INT8_METHODS = ("dynamic", "static", "qat")
 LOWBIT_METHODS = ("binary", "ternary")
+TORCHAO_METHODS = ("int8_weight_only", "int8_dynamic", "int4_weight_only", "float8", "pt2e_static")
 CAST_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 
 
 class QuantizeConfig(StrictConfig):
     """Parameters of the quantize technique."""
 
-    method: Literal["dynamic", "static", "qat", "fp16", "bf16", "binary", "ternary"] = Field(
+    method: Literal[
+        "dynamic", "static", "qat", "fp16", "bf16", "binary", "ternary", "int8_weight_only", "int8_dynamic", "int4_weight_only", "float8", "pt2e_static"
+    ] = Field(
         "dynamic",
         description="dynamic: int8 Linear/LSTM weights, activations quantized on the fly; static: int8 post-training (FX graph mode); "
         "qat: quantization-aware fine-tuning, then int8; fp16/bf16: weights and activations cast; "
-        "binary: Conv/Linear weights sign(w) x per-channel mean |w| (XNOR-Net); ternary: {-a, 0, +a} per channel (TWN).",
+        "binary: Conv/Linear weights sign(w) x per-channel mean |w| (XNOR-Net); ternary: {-a, 0, +a} per channel (TWN); "
+        "torchao (Linear layers only): int8_weight_only, int8_dynamic (int8 activations and weights), int4_weight_only (CUDA), "
+        "float8 (GPUs of compute capability 8.9+); pt2e_static: PT2E static int8 with X86InductorQuantizer, run under torch.compile (CPU).",
     )
     backend: Literal["x86", "fbgemm", "qnnpack"] = Field("x86", description="int8 kernel backend (static and qat).")
-    calibration_batches: int = Field(8, ge=1, le=100_000, description="static: training batches run through the observers.")
+    calibration_batches: int = Field(8, ge=1, le=100_000, description="static and pt2e_static: training batches run through the observers.")
     qat_epochs: int = Field(1, ge=1, le=10_000, description="qat: epochs of quantization-aware fine-tuning.")
     keep_first_last: bool = Field(True, description="binary/ternary: keep the first and the last Conv/Linear layer in full precision.")
     finetune_epochs: int = Field(0, ge=0, le=10_000, description="binary/ternary: epochs of fine-tuning with a straight-through estimator (0: none).")
@@ -113,7 +119,32 @@ def _note_lowbit(context, config, figures) -> None:
     context.notes.update({f"quantize_{config.method}_{name}": value for name, value in figures.items()})
 
 
-METHODS: dict[str, Callable] = {"dynamic": _dynamic, "static": _static, "qat": _qat, "fp16": _cast, "bf16": _cast, "binary": _lowbit, "ternary": _lowbit}
+def _torchao(model, config, context):
+    from benchharness.plugins import torchao_methods
+
+    return torchao_methods.quantize_with_torchao(model.eval(), config.method, context.notes)
+
+
+def _pt2e_static(model, config, context):
+    from benchharness.plugins import compiled, torchao_methods
+
+    batches = context.calibration_batches(config.calibration_batches)
+    graph = torchao_methods.pt2e_static(model, batches, context.data.x_test)
+    context.notes["quantize_pt2e_static_int8_flops_share"] = graph.benchharness_layer_flops["int8"] / max(1.0, sum(graph.benchharness_layer_flops.values()))
+    return compiled.compile_module(graph, compiled.CompileConfig())
+
+
+METHODS: dict[str, Callable] = {
+    "dynamic": _dynamic,
+    "static": _static,
+    "qat": _qat,
+    "fp16": _cast,
+    "bf16": _cast,
+    "binary": _lowbit,
+    "ternary": _lowbit,
+    **dict.fromkeys(TORCHAO_METHODS[:-1], _torchao),
+    "pt2e_static": _pt2e_static,
+}
 
 
 def __getattr__(name: str):
@@ -154,15 +185,19 @@ class CastInputs:
 
 
 class Quantize(Technique):
-    """int8 (dynamic, static, qat) on CPU, fp16/bf16 casts, or binary/ternary weights (any device, no speedup)."""
+    """int8 (dynamic, static, qat) on CPU, torchao and PT2E methods, fp16/bf16 casts, or binary/ternary weights (any device, no speedup)."""
 
     NAME = "quantize"
-    DESCRIPTION = "int8 dynamic / static (FX) / qat via torch.ao.quantization, fp16/bf16 casts, binary/ternary weights"
+    DESCRIPTION = "int8 dynamic / static (FX) / qat via torch.ao.quantization, torchao int8/int4/float8 and PT2E static int8, fp16/bf16 casts, binary/ternary weights"
     Config = QuantizeConfig
 
     def unsupported_reason(self, config, device):
         if config.method in INT8_METHODS and device.DEVICE != "cpu":
             return f"int8 {config.method} quantization runs on CPU kernels only (torch.ao.quantization has no {device.DEVICE} int8 backend)"
+        if config.method in TORCHAO_METHODS:
+            from benchharness.plugins import torchao_methods
+
+            return torchao_methods.missing_library_reason() or torchao_methods.device_reason(config.method, device.DEVICE)
         return None
 
     def check_suite(self, config, suite):
