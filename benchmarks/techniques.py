@@ -114,18 +114,20 @@ def run_suite(text: str, cache_dir: Path | None) -> tuple[dict[str, dict], float
     return {f"{r['cell']['model']}/{r['cell']['technique']}": r for r in records}, wall
 
 
-def plain_latencies_ms(models: dict[str, torch.nn.Module], batch: torch.Tensor, seconds: float = 6.0) -> dict[str, float]:
-    """Median latency of each model, timed in interleaved rounds so that drift affects all of them alike."""
+def plain_latencies_ms(models: dict[str, torch.nn.Module], batch: torch.Tensor, seconds: float = 6.0, synchronize=lambda: None) -> dict[str, float]:
+    """Median latency of each model, timed in interleaved rounds so that drift affects all of them alike (``synchronize`` waits for a GPU)."""
     samples: dict[str, list[float]] = {name: [] for name in models}
     with torch.inference_mode():
         for model in models.values():
             for _ in range(5):
                 model(batch)
+        synchronize()
         started = time.perf_counter()
         while time.perf_counter() - started < seconds or min(len(times) for times in samples.values()) < 20:
             for name, model in models.items():
                 began = time.perf_counter()
                 model(batch)
+                synchronize()
                 samples[name].append((time.perf_counter() - began) * 1000)
     return {name: statistics.median(times) for name, times in samples.items()}
 

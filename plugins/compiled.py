@@ -19,6 +19,7 @@ from pydantic import Field
 from benchharness import StrictConfig, Technique, hookimpl
 
 MAX_BREAK_REASONS = 5
+RECOMPILE_LIMIT = 64
 
 
 class CompileConfig(StrictConfig):
@@ -44,6 +45,16 @@ def compile_count() -> int:
     from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"])
+
+
+def raise_recompile_limit() -> None:
+    """Let dynamo keep a graph per (model, batch size) of every compiled model a process times, instead of falling back to eager after 8."""
+    import torch._dynamo
+
+    for name in ("recompile_limit", "cache_size_limit"):
+        if hasattr(torch._dynamo.config, name):
+            setattr(torch._dynamo.config, name, max(RECOMPILE_LIMIT, getattr(torch._dynamo.config, name)))
+            return
 
 
 @lru_cache(maxsize=1)
@@ -90,6 +101,7 @@ def _compiled_class():
 
         def _callable(self):
             if self.__dict__["_compiled"] is None:
+                raise_recompile_limit()
                 options = {key: value for key, value in self.options.items() if not (key == "mode" and value == "default")}
                 self.__dict__["_compiled"] = torch.compile(self.inner, **options)
             return self.__dict__["_compiled"]

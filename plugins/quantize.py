@@ -122,7 +122,7 @@ def _note_lowbit(context, config, figures) -> None:
 def _torchao(model, config, context):
     from benchharness.plugins import torchao_methods
 
-    return torchao_methods.quantize_with_torchao(model.eval(), config.method, context.notes)
+    return torchao_methods.quantize_with_torchao(model.eval(), config.method, context.notes, context.torch_device.type)
 
 
 def _pt2e_static(model, config, context):

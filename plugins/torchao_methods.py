@@ -65,18 +65,31 @@ def _linear_layers(model: nn.Module) -> list[nn.Linear]:
     return [module for module in model.modules() if isinstance(module, nn.Linear)]
 
 
-def quantize_with_torchao(model: nn.Module, method: str, notes: dict[str, Any]) -> nn.Module:
-    """Convert ``model``'s Linear layers in place with torchao's ``quantize_``; the notes say how many it converted."""
+def shape_problem(layer: nn.Linear, method: str, device: str) -> str | None:
+    """Why torchao's CUDA kernels for ``method`` cannot take this layer's shape (e.g. a 10-class head), or None."""
+    if device != "cuda":
+        return None
+    multiple = 128 if method == "int4_weight_only" else 16
+    if layer.in_features % multiple or layer.out_features % 16:
+        return f"{layer.in_features}->{layer.out_features} (the kernels need inputs a multiple of {multiple} and outputs of 16)"
+    return None
+
+
+def quantize_with_torchao(model: nn.Module, method: str, notes: dict[str, Any], device: str = "cpu") -> nn.Module:
+    """Convert ``model``'s eligible Linear layers in place with torchao's ``quantize_``; the notes say how many it converted and why others were left."""
     from torchao.quantization import quantize_
 
     linears = _linear_layers(model)
-    quantize_(model, torchao_config(method))
+    left = {id(layer): problem for layer in linears if (problem := shape_problem(layer, method, device))}
+    quantize_(model, torchao_config(method), filter_fn=lambda module, name: isinstance(module, nn.Linear) and id(module) not in left)
     converted = sum(type(layer.weight).__module__.startswith("torchao") for layer in linears)
     notes[f"quantize_{method}_linear_layers"] = f"{converted} of {len(linears)}"
+    if left:
+        notes[f"quantize_{method}_left_float"] = sorted(set(left.values()))
     if not converted:
         notes[f"quantize_{method}_converted_nothing"] = (
             "torchao's configs convert nn.Linear layers only"
-            + (": this model has none" if not linears else ": none of this model's were eligible (shapes the kernels do not take)")
+            + (": this model has none" if not linears else ": none of this model's has a shape its kernels take")
             + ", so it runs exactly as the float model"
         )
     return model.eval()
@@ -167,6 +180,33 @@ class Pt2eGraph(nn.Module):
         return self.program, dict(self.storage)
 
 
+def _reused_module_tolerant(quantizer_class: type) -> type:
+    """``X86InductorQuantizer`` that also takes a module called twice (torchvision's BasicBlock calls one ``nn.ReLU`` twice).
+
+    Such a module's source partition has two output nodes, which the quantizer refuses ("Input
+    partition has more than one output node") for the whole model. Of the two, the one that
+    consumes the previous partition's output (or feeds the next partition) is the one the
+    pattern means.
+    """
+
+    class Tolerant(quantizer_class):
+        def _get_output_nodes_of_partitions(self, partition_list):
+            chosen: list[torch.fx.Node] = []
+            for index, partition in enumerate(partition_list):
+                outputs = list(partition.output_nodes)
+                if len(outputs) > 1 and index > 0:
+                    outputs = [node for node in outputs if chosen[-1] in node.all_input_nodes] or outputs
+                elif len(outputs) > 1 and index + 1 < len(partition_list):
+                    following = set(partition_list[index + 1].nodes)
+                    outputs = [node for node in outputs if any(user in following for user in node.users)] or outputs
+                if len(outputs) != 1:
+                    raise ValueError("Input partition has more than one output node")
+                chosen.append(outputs[0])
+            return chosen
+
+    return Tolerant
+
+
 def pt2e_static(model: nn.Module, calibration: list[torch.Tensor], example: torch.Tensor) -> Pt2eGraph:
     """The PT2E flow on CPU: export with a dynamic batch, X86InductorQuantizer, calibrate on ``calibration``, convert, re-export."""
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
@@ -176,7 +216,7 @@ def pt2e_static(model: nn.Module, calibration: list[torch.Tensor], example: torc
     example = example[: max(2, min(8, example.shape[0]))]
     shapes = ({0: batch},)
     exported = torch.export.export(model.cpu().eval(), (example,), dynamic_shapes=shapes).module()
-    quantizer = x86.X86InductorQuantizer()
+    quantizer = _reused_module_tolerant(x86.X86InductorQuantizer)()
     quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(exported, quantizer)
     with torch.no_grad():
