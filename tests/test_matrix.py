@@ -126,13 +126,15 @@ def test_rules_apply_to_every_repeat(host):
 
 
 def test_quick_suite_excludes_self_distillation(host):
-    """The quick suite drops distillation into small_cnn (its own teacher), its DDP and pipeline cells and its bf16 CPU cell, and keeps everything else."""
+    """The quick suite drops distillation into small_cnn (its own teacher), its DDP, pipeline, compile and torchao cells and its bf16 CPU cell, and keeps everything else."""
     from tests.conftest import ROOT
 
     suite = load((ROOT / "suites" / "quick.toml").read_text(), host)
     cells = expand(suite)
     spec = suite.spec
-    assert len(cells) == len(spec.models) * len(spec.techniques) * len(spec.devices) - 4 * len(spec.devices) - 1
+    assert len(cells) == len(spec.models) * len(spec.techniques) * len(spec.devices) - 6 * len(spec.devices) - 1
+    for technique in ("compile", "ao-int8-compiled"):
+        assert [cell.id for cell in cells if cell.technique == technique] == [f"mlp/{technique}/cpu/r0", f"mlp/{technique}/cuda/r0"]
     assert [cell.id for cell in cells if cell.technique == "amp-bf16"] == ["small_cnn/amp-bf16/cuda/r0", "mlp/amp-bf16/cpu/r0", "mlp/amp-bf16/cuda/r0"]
     assert [cell.id for cell in cells if cell.technique == "ddp-2"] == ["mlp/ddp-2/cpu/r0", "mlp/ddp-2/cuda/r0"]
     assert [cell.id for cell in cells if cell.technique == "pipeline-2"] == ["mlp/pipeline-2/cpu/r0", "mlp/pipeline-2/cuda/r0"]

@@ -398,6 +398,16 @@ def test_quick_suite_is_the_default_and_learns_digits(tmp_path):
     assert {record["cell"]["model"] for record in ok} == {"small_cnn", "mlp"}
     for record in ok:
         assert record["metrics"]["accuracy_top1"] > 0.93, record["cell"]["id"]
+    by_id = {record["cell"]["id"]: record for record in records}
+    compiled, torchao = by_id["mlp/compile/cpu/r0"], by_id["mlp/ao-int8-compiled/cpu/r0"]
+    for record in (compiled, torchao):
+        assert record["status"] == "ok", record.get("error_message")
+        assert record["notes"]["compile_graph_breaks"] == 0 and record["notes"]["compile_s"] > 0
+        assert [entry["recompilations"] for entry in record["latency"]] == [0, 0], "every graph compiled before it was timed"
+        assert record["metrics"]["speedup_expected"] and record["metrics"]["speedup_reason"].startswith("compiled graph (inductor")
+    layers = torchao["notes"]["quantize_int8_dynamic_linear_layers"]
+    assert layers.split(" of ")[0] == layers.split(" of ")[1] != "0" and "torchao" in torchao["metrics"]["speedup_reason"]
+    assert 8 < torchao["metrics"]["bits_per_weight"] < 10
     flat = result.output.replace("\n", "")
     assert f"results: {run_path / 'results.jsonl'}" in flat
     assert f"report:  {run_path / 'report.html'}" in flat

@@ -99,7 +99,7 @@ def test_quick_suite_loads(host):
     assert suite.spec.train.momentum == TrainBudget().momentum  # not in the file: default
     assert suite.spec.measure.max_iterations == MeasureSettings().max_iterations
     assert suite.spec.run.cell_timeout_s == 300 and suite.spec.run.cache is True
-    assert len(suite.step_configs) == len(suite.spec.techniques) == 11
+    assert len(suite.step_configs) == len(suite.spec.techniques) == 13
     assert suite.step_configs[1]["prune"]["amount"] == 0.5
     assert suite.step_configs[6]["distill"]["teacher"] == "small_cnn"
     assert suite.data_config == {"test_fraction": 0.2}
