@@ -126,3 +126,17 @@ def test_summary_table_shows_bits_per_weight_and_sparsity(tmp_path):
             record["metrics"]["bits_per_weight"] = 1.73 if "channels" in record["cell"]["id"] else 32.0
     page = build_report(load_run(write_run(tmp_path, records)))
     assert "bits/weight" in page and ">1.73<" in page and ">zeros<" in page
+
+
+def test_results_table_shows_compile_time_graph_breaks_and_recompilations(tmp_path):
+    """A compiled cell's compile time and graph breaks show; recompilations only when some graph compiled while it was timed."""
+    records = fixture_records()
+    compiled = next(record for record in records if record["status"] == "ok" and "channels" in record["cell"]["id"])
+    compiled["notes"] = {**(compiled.get("notes") or {}), "compile_s": 12.3, "compile_graph_breaks": 2}
+    for entry in compiled["latency"]:
+        entry["recompilations"] = 0
+    page = build_report(load_run(write_run(tmp_path / "quiet", records)))
+    assert ">compile s<" in page and ">12.3<" in page and ">graph breaks<" in page
+    assert ">recompiled<" not in page
+    compiled["latency"][0]["recompilations"] = 1.5
+    assert ">recompiled<" in build_report(load_run(write_run(tmp_path / "recompiled", records)))

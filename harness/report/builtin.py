@@ -119,9 +119,16 @@ def result_columns(report: Report, several_repeats: bool) -> list[Column]:
                title="p50 at the fewest threads over p50 at this row's threads, from paired rounds (multi-thread speedup)"),
         Column("distill retention", "distill_retention", html=lambda row: f"{significant(row['distill_retention'] * 100)}%" if not is_missing(row.get("distill_retention")) else MISSING,
                title="the distilled student's accuracy over its teacher's"),
+        Column("compile s", "compile_s", html=lambda row: significant(row.get("compile_s")),
+               title="torch.compile: seconds of the first compiled call beyond an eager one, in the building process (not in the latency)"),
+        Column("graph breaks", "compile_graph_breaks", html=lambda row: count_text(row.get("compile_graph_breaks")),
+               title="torch.compile: graph breaks torch._dynamo.explain found (their reasons are in the record's notes)"),
+        Column("recompiled", "recompilations", html=lambda row: significant(row.get("recompilations")),
+               title="graphs compiled while the cell was timed, per round: their compile time is in the latency"),
         Column("speedup expected?", "speedup_expected", html=expected_html, text=True, sort=lambda row: row.get("speedup_expected")),
     ]
-    uninformative = {key for key, informative in (("bits_per_weight", _varies(ok, "bits_per_weight")), ("sparsity", _above(ok, "sparsity", 0.005))) if not informative}
+    informative = (("bits_per_weight", _varies(ok, "bits_per_weight")), ("sparsity", _above(ok, "sparsity", 0.005)), ("recompilations", _above(ok, "recompilations", 0)))
+    uninformative = {key for key, shown in informative if not shown}
     return visible_columns([column for column in columns if column.key not in uninformative], ok)
 
 
