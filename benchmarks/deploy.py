@@ -107,12 +107,17 @@ def plain_cpu_models(threads: int) -> dict[str, torch.nn.Module]:
 
 
 def plain_pt2e(model: torch.nn.Module, calibration: list[torch.Tensor], example: torch.Tensor) -> torch.nn.Module:
-    """PT2E static int8 as torchao's tutorial has it: export, prepare with X86InductorQuantizer, calibrate, convert."""
+    """PT2E static int8 as torchao's tutorial has it: export, prepare with X86InductorQuantizer, calibrate, convert.
+
+    torchao 0.18's quantizer refuses torchvision's ResNet blocks (one nn.ReLU called twice); the
+    harness's tolerant subclass is the only part of it used here.
+    """
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     exported = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},)).module()
-    quantizer = x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+    quantizer = torchao_methods._reused_module_tolerant(x86.X86InductorQuantizer)()
+    quantizer.set_global(x86.get_default_x86_inductor_quantization_config())
     prepared = prepare_pt2e(exported, quantizer)
     with torch.no_grad():
         for batch in calibration:
