@@ -102,10 +102,10 @@ def size_metrics(model: nn.Module) -> dict[str, Any]:
     deployed = declared_attribute(model, "benchharness_deployed")
     if callable(deployed):
         payload, storage = deployed()
-        return {"size_bytes": len(payload), "size_compressed_bytes": len(zlib.compress(payload, 1)), **storage}
-
-    payload = serialize(eager_view(model))
-    return {"size_bytes": len(payload), "size_compressed_bytes": len(zlib.compress(payload, 1)), **storage_metrics(eager_view(model))}
+    else:
+        eager = eager_view(model)
+        payload, storage = serialize(eager), storage_metrics(eager)
+    return {"size_bytes": len(payload), "size_compressed_bytes": len(zlib.compress(payload, 1)), **storage}
 
 
 def _tensor_bytes(tensor: torch.Tensor) -> int:

@@ -160,9 +160,9 @@ def _is_torchao_tensor(tensor: Any) -> bool:
 def _representation(module: nn.Module, ancestors_fast: bool) -> str:
     if _is_quantized(module):
         return "int8"
-    if _is_torchao_tensor(getattr(module, "weight", None)):
-        return "torchao"
     weight = getattr(module, "weight", None)
+    if _is_torchao_tensor(weight):
+        return "torchao"
     if isinstance(weight, torch.Tensor) and weight.dtype in (torch.float16, torch.bfloat16):
         return "half"
     return "declared" if ancestors_fast else "float"

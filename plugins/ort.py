@@ -137,10 +137,11 @@ def _ort_class():
     class OrtModule(nn.Module):
         """An ONNX Runtime session over ``onnx_bytes``, opened on the first forward pass in each process (one per thread count)."""
 
-        def __init__(self, eager: nn.Module, onnx_bytes: bytes, config: OrtConfig, provider: str, layer_flops: dict[str, float]):
+        def __init__(self, eager: nn.Module, onnx_bytes: bytes, config: OrtConfig, provider: str, layer_flops: dict[str, float], storage: dict[str, Any]):
             super().__init__()
             self.eager = eager
             self.onnx_bytes = onnx_bytes
+            self.storage = storage
             self.options = config.model_dump()
             self.provider = provider
             self.benchharness_layer_flops = None if config.quantize == "none" else layer_flops
@@ -189,7 +190,7 @@ def _ort_class():
 
         def benchharness_deployed(self) -> tuple[bytes, dict[str, Any]]:
             """The ONNX file's bytes and the storage figures of its initializers."""
-            return self.onnx_bytes, onnx_storage(self.onnx_bytes)[0]
+            return self.onnx_bytes, dict(self.storage)
 
     OrtModule.__module__, OrtModule.__qualname__ = __name__, "OrtModule"
     return OrtModule
@@ -227,10 +228,11 @@ class OnnxRuntime(Technique):
         layer_flops: dict[str, float] = {}
         if config.quantize != "none":
             onnx_bytes = quantize_onnx(onnx_bytes, config, context.calibration_batches(config.calibration_batches))
-            storage, quantized = onnx_storage(onnx_bytes)
+        storage, quantized = onnx_storage(onnx_bytes)
+        if config.quantize != "none":
             layer_flops = _layer_kinds(eager.cpu(), sample.cpu(), quantized)
             context.notes["onnxruntime_int8_weights"] = len(quantized)
-        module = _ort_class()(eager, onnx_bytes, config, PROVIDERS[context.torch_device.type], layer_flops)
+        module = _ort_class()(eager, onnx_bytes, config, PROVIDERS[context.torch_device.type], layer_flops, storage)
         context.notes.update(
             {
                 "onnxruntime_version": __import__("onnxruntime").__version__,

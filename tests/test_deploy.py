@@ -195,7 +195,7 @@ def test_onnxruntime_session_matches_eager_and_follows_the_thread_count(images, 
     """The exported graph gives the eager outputs at any batch size; one session per torch thread count; it saves without its sessions."""
     model = small_cnn()
     payload = ort.export_onnx(model, images[:8])
-    module = ort.OrtModule(model, payload, ort.OrtConfig(), "CPUExecutionProvider", {})
+    module = ort.OrtModule(model, payload, ort.OrtConfig(), "CPUExecutionProvider", {}, ort.onnx_storage(payload)[0])
     previous = torch.get_num_threads()
     try:
         for threads, batch in ((1, images[:1]), (2, images)):
@@ -225,7 +225,7 @@ def test_onnxruntime_int8_stores_int8_weights_and_counts_them(mode, images):
     assert weights == {"0.weight", "4.weight"} and 8.0 < storage["bits_per_weight"] < 9.0
     kinds = ort._layer_kinds(model, images[:1], weights)
     assert kinds["float"] == 0 and kinds["int8"] == sum(layer_flops(model, images[:1]).values())
-    module = ort.OrtModule(model, payload, config, "CPUExecutionProvider", kinds)
+    module = ort.OrtModule(model, payload, config, "CPUExecutionProvider", kinds, storage)
     assert (module(images) - model(images).detach()).abs().max() < 0.5
     facts = inspect_representation(module, 0, layer_flops(model, images[:1]), images[:1])
     assert facts["fast_flops_share"] == pytest.approx(1.0) and "int8 kernels" in facts["speedup_reason"]
