@@ -78,6 +78,25 @@ def launcher_arguments(config: DdpConfig, nproc: int, nnodes: int, spec_path: Pa
     return arguments + ["--module", "benchharness.plugins.ddp", str(spec_path)]
 
 
+def resolve_backend(backend: str, device_type: str) -> str:
+    """The process-group backend: ``backend`` unless it is ``auto``, then nccl on CUDA and gloo elsewhere."""
+    if backend != "auto":
+        return backend
+    return "nccl" if device_type == "cuda" else "gloo"
+
+
+def nccl_problem(processes: int, who_needs: str) -> str | None:
+    """Why ``processes`` NCCL processes, one GPU each, cannot run here (``who_needs`` starts the sentence), or None."""
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_nccl_available():
+        return "this torch build has no NCCL"
+    if torch.cuda.device_count() < processes:
+        return f"{who_needs} as many GPUs; {torch.cuda.device_count()} visible"
+    return None
+
+
 class Ddp(Technique):
     """Trains with DistributedDataParallel across processes (and nodes); an execution mode."""
 
@@ -100,24 +119,12 @@ class Ddp(Technique):
 
         if not dist.is_available():
             return "this torch build has no torch.distributed"
-        backend = self._backend(config, device.DEVICE)
-        if backend == "nccl":
-            import torch
-
-            if not dist.is_nccl_available():
-                return "this torch build has no NCCL"
-            if torch.cuda.device_count() < config.world_size:
-                return f"world_size {config.world_size} needs as many GPUs; {torch.cuda.device_count()} visible"
+        if resolve_backend(config.backend, device.DEVICE) == "nccl":
+            return nccl_problem(config.world_size, f"world_size {config.world_size} needs")
         return None
 
     def cacheable(self, config):
         return True
-
-    @staticmethod
-    def _backend(config, device_type):
-        if config.backend != "auto":
-            return config.backend
-        return "nccl" if device_type == "cuda" else "gloo"
 
     def apply(self, model, config, context):
         import torch
@@ -142,7 +149,7 @@ class Ddp(Technique):
                 "entry_points": context.plugin_options.entry_points,
                 "cell": context.cell.as_dict(),
                 "budget": context.trainer.budget.model_dump(mode="json"),
-                "backend": self._backend(config, context.torch_device.type),
+                "backend": resolve_backend(config.backend, context.torch_device.type),
                 "device_type": context.torch_device.type,
                 "threads": threads,
                 "initial": str(workdir / "initial.pt"),

@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field
 
 from benchharness import StrictConfig, Technique, hookimpl
+from benchharness.plugins.ddp import nccl_problem, resolve_backend
 from benchharness.processes import die_with_parent
 
 PRELOAD = ("torch.distributed", "torch.distributed.run", "torch.distributed.pipelining")
@@ -101,23 +102,12 @@ class Pipeline(Technique):
             return "this torch build has no torch.distributed"
         if device.DEVICE not in ("cpu", "cuda"):
             return f"pipeline stages run on cpu (gloo) or cuda (nccl), not {device.DEVICE}"
-        if self._backend(config, device.DEVICE) == "nccl":
-            import torch
-
-            if not dist.is_nccl_available():
-                return "this torch build has no NCCL"
-            if torch.cuda.device_count() < config.stages:
-                return f"{config.stages} stages need as many GPUs; {torch.cuda.device_count()} visible"
+        if resolve_backend(config.backend, device.DEVICE) == "nccl":
+            return nccl_problem(config.stages, f"{config.stages} stages need")
         return None
 
     def cacheable(self, config):
         return True
-
-    @staticmethod
-    def _backend(config, device_type):
-        if config.backend != "auto":
-            return config.backend
-        return "nccl" if device_type == "cuda" else "gloo"
 
     def apply(self, model, config, context):
         import torch
@@ -145,7 +135,7 @@ class Pipeline(Technique):
                 "suite_text": context.suite.text, "suite_source": context.suite.source, "overrides": context.suite.overrides,
                 "plugins": list(context.plugin_options.extra), "entry_points": context.plugin_options.entry_points,
                 "budget": context.trainer.budget.model_dump(mode="json"), "seed": context.cell.seed,
-                "backend": self._backend(config, context.torch_device.type), "device_type": context.torch_device.type,
+                "backend": resolve_backend(config.backend, context.torch_device.type), "device_type": context.torch_device.type,
                 "threads": threads, "initial": str(workdir / "initial.pt"), "workdir": str(workdir), "launcher_pid": os.getpid(),
             }
             spec_path = workdir / f"spec-{mode}.json"
