@@ -40,13 +40,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def compile_count() -> int:
-    """Graphs dynamo has compiled in this process so far."""
-    from torch._dynamo.utils import counters
-
-    return int(counters["stats"]["unique_graphs"])
-
-
 def raise_recompile_limit() -> None:
     """Let dynamo keep a graph per (model, batch size) of every compiled model a process times, instead of falling back to eager after 8."""
     import torch._dynamo
@@ -61,6 +54,11 @@ def raise_recompile_limit() -> None:
 def _compiled_class():
     import torch
     from torch import nn
+    from torch._dynamo.utils import counters
+
+    def graphs_compiled() -> int:
+        """Graphs dynamo has compiled in this process so far (read on every call: no import in the timed path)."""
+        return counters["stats"]["unique_graphs"]
 
     class Compiled(nn.Module):
         """The eager model ``inner`` run through ``torch.compile``, compiled on the first forward pass in each process.
@@ -107,9 +105,9 @@ def _compiled_class():
             return self.__dict__["_compiled"]
 
         def forward(self, x):
-            before = compile_count()
+            before = graphs_compiled()
             output = self._callable()(x)
-            self.compilations += compile_count() - before
+            self.compilations += graphs_compiled() - before
             self.shapes.add(tuple(x.shape))
             return output
 
