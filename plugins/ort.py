@@ -220,7 +220,9 @@ class OnnxRuntime(Technique):
 
     def apply(self, model, config, context):
         sample = context.data.x_test[:8]
-        eager = getattr(model, "benchharness_eager", model)
+        from benchharness.representation import eager_view
+
+        eager = eager_view(model)
         try:
             onnx_bytes = export_onnx(eager, sample, config.opset)
         except Exception as error:
